@@ -1,0 +1,101 @@
+"""Validation of the arguments shared by the public functions.
+
+Each check raises with the offending value in its message, before any
+arithmetic runs.
+"""
+
+from __future__ import annotations
+
+import operator
+from types import ModuleType
+from typing import Any
+
+__all__ = [
+    "check_broadcast",
+    "check_flag",
+    "check_mask",
+    "check_numeric",
+    "normalize_axis",
+]
+
+
+def normalize_axis(func: str, axis: Any, ndim: int) -> tuple[int, ...]:
+    """Return ``axis`` as a sorted tuple of non-negative ints.
+
+    ``None`` means every axis. Raises ``TypeError`` for a non-integer axis
+    and ``ValueError`` for one out of bounds or repeated.
+    """
+    if axis is None:
+        return tuple(range(ndim))
+    items = tuple(axis) if isinstance(axis, (tuple, list)) else (axis,)
+    out = []
+    for item in items:
+        if isinstance(item, bool):
+            raise TypeError(
+                f"{func}() axis must be an int or a tuple of ints, not {axis!r}"
+            )
+        try:
+            i = operator.index(item)
+        except TypeError:
+            raise TypeError(
+                f"{func}() axis must be None, an int or a tuple of ints, not {axis!r}"
+            ) from None
+        if not -ndim <= i < ndim:
+            raise ValueError(
+                f"{func}() axis {i} is out of bounds for array of dimension {ndim}"
+            )
+        out.append(i % ndim if ndim else i)
+    if len(set(out)) != len(out):
+        raise ValueError(f"{func}() axis {axis!r} repeats an axis")
+    return tuple(sorted(out))
+
+
+def check_flag(func: str, name: str, value: Any) -> bool:
+    """Accept ``True``/``False`` (and NumPy's booleans), reject anything else."""
+    if value is True or value is False:
+        return bool(value)
+    if type(value).__name__ in ("bool_", "bool") and value in (True, False):
+        return bool(value)
+    raise TypeError(f"{func}() {name} must be True or False, not {value!r}")
+
+
+def check_numeric(func: str, name: str, xp: ModuleType, x: Any) -> None:
+    """Reject arrays whose dtype is not boolean, integer, real or complex."""
+    try:
+        ok = xp.isdtype(x.dtype, ("bool", "numeric"))
+    except (TypeError, ValueError, AttributeError):
+        ok = False
+    if not ok:
+        raise TypeError(
+            f"{func}() argument {name!r} must hold numbers, got dtype {x.dtype}"
+        )
+
+
+def check_mask(func: str, xp: ModuleType, where: Any, shape: tuple[Any, ...]) -> None:
+    """``where`` must be boolean and broadcast against the data's shape."""
+    if not xp.isdtype(where.dtype, "bool"):
+        raise TypeError(
+            f"{func}() where must be a boolean array, got dtype {where.dtype}"
+        )
+    check_broadcast(func, "where", where.shape, shape)
+
+
+def check_broadcast(
+    func: str, name: str, shape: tuple[Any, ...], target: tuple[Any, ...]
+) -> tuple[Any, ...]:
+    """Return the broadcast shape, or raise naming both shapes."""
+    n = max(len(shape), len(target))
+    left = (1,) * (n - len(shape)) + tuple(shape)
+    right = (1,) * (n - len(target)) + tuple(target)
+    out = []
+    for i, j in zip(left, right, strict=True):
+        if i == j or j == 1:
+            out.append(i)
+        elif i == 1:
+            out.append(j)
+        else:
+            raise ValueError(
+                f"{func}() {name} of shape {tuple(shape)} does not broadcast "
+                f"against an array of shape {tuple(target)}"
+            )
+    return tuple(out)

@@ -1,0 +1,117 @@
+"""The one place that talks to array-api-compat.
+
+Everything backend-specific that the neutral implementation needs -- which
+namespace an argument belongs to, how to turn Python scalars and lists into
+arrays, which dtype to compute in -- lives here, so that ``_core`` is written
+against the Array API standard alone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from collections.abc import Iterator
+from types import ModuleType
+from typing import Any
+
+import array_api_compat
+
+__all__ = [
+    "as_arrays",
+    "compute_dtype",
+    "errstate",
+    "finalize",
+]
+
+
+def _is_array(x: object) -> bool:
+    return array_api_compat.is_array_api_obj(x)
+
+
+def _namespace(func: str, named: dict[str, Any]) -> ModuleType:
+    arrays = {k: v for k, v in named.items() if _is_array(v)}
+    if not arrays:
+        # Python scalars and lists are read as NumPy, as SciPy does.
+        import numpy
+
+        return array_api_compat.array_namespace(numpy.empty(0))
+    try:
+        return array_api_compat.array_namespace(*arrays.values())
+    except TypeError:
+        kinds = ", ".join(
+            f"{k} is {type(v).__module__}.{type(v).__qualname__}"
+            for k, v in arrays.items()
+        )
+        raise TypeError(
+            f"{func}() got arrays from different libraries ({kinds}); "
+            "convert them to one array library first"
+        ) from None
+
+
+def as_arrays(func: str, **named: Any) -> tuple[ModuleType, dict[str, Any]]:
+    """Return the common namespace and every non-None argument as its array.
+
+    Arguments that are not arrays (Python scalars, lists, NumPy scalars) are
+    converted with the namespace of the arrays among them, on their device.
+    """
+    xp = _namespace(func, named)
+    device = None
+    for v in named.values():
+        if _is_array(v):
+            device = array_api_compat.device(v)
+            break
+    out: dict[str, Any] = {}
+    for k, v in named.items():
+        if v is None or _is_array(v):
+            out[k] = v
+            continue
+        try:
+            out[k] = xp.asarray(v, device=device)
+        except (TypeError, ValueError) as exc:
+            raise TypeError(
+                f"{func}() argument {k!r} could not be converted to an array: "
+                f"{v!r} ({exc})"
+            ) from None
+    return xp, out
+
+
+def compute_dtype(xp: ModuleType, dtype: Any, device: Any) -> Any:
+    """The floating dtype that a computation on ``dtype`` inputs runs in.
+
+    Booleans and integers go to the namespace's default real floating dtype;
+    half-precision floats (float16, bfloat16) to float32 so that neither the
+    sum of exponentials nor the logits near the dtype's maximum overflow.
+    """
+    if xp.isdtype(dtype, ("bool", "integral")):
+        return xp.__array_namespace_info__().default_dtypes(device=device)[
+            "real floating"
+        ]
+    if xp.isdtype(dtype, "real floating") and xp.finfo(dtype).bits < 32:
+        return xp.float32
+    return dtype
+
+
+@contextlib.contextmanager
+def errstate(xp: ModuleType) -> Iterator[None]:
+    """Silence NumPy's floating-point warnings for an eager computation.
+
+    The core is written so that the usual non-finite inputs produce no
+    warning; this only guards the exotic ones (infinite weights on ``-inf``
+    terms) on NumPy-backed namespaces, where the arithmetic runs eagerly
+    inside this block.
+    """
+    if array_api_compat.is_numpy_namespace(
+        xp
+    ) or array_api_compat.is_array_api_strict_namespace(xp):
+        numpy = sys.modules["numpy"]
+        with numpy.errstate(all="ignore"):
+            yield
+    else:
+        yield
+
+
+def finalize(xp: ModuleType, x: Any) -> Any:
+    """Give 0-d NumPy results as NumPy scalars, as SciPy does."""
+    if array_api_compat.is_numpy_namespace(xp) and x.ndim == 0:
+        return x[()]
+    return x

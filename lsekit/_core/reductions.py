@@ -1,0 +1,213 @@
+"""log-sum-exp and the normalisations built on it.
+
+Every function here splits a slice into its maximum ``m`` and the rest::
+
+    sum_i b_i exp(a_i) = exp(m) * (W + s),
+
+where ``W`` sums the weights of the entries equal to ``m`` and ``s`` the
+weighted ``exp(a_i - m)`` of all the others. Keeping ``W`` out of ``s`` is
+what preserves the small terms: ``log(W + s)`` is evaluated as
+``log1p(s + (W - 1))`` (unweighted) or ``log|W| + log1p(s / W)``, so that
+``logsumexp([0, -40])`` is ``4.248e-18`` rather than ``log(1.0) == 0``, and
+``log_softmax([0, -40])[0]`` is ``-4.248e-18`` rather than ``0``.
+
+Non-finite maxima are resolved with ``where`` rather than arithmetic, so
+that no ``inf - inf`` or ``log(0)`` is ever evaluated: the code raises no
+floating-point warning and has no branch on array values, which keeps it
+valid under ``jax.jit``, ``torch.compile`` and on Dask graphs.
+"""
+
+from __future__ import annotations
+
+import math
+from types import ModuleType
+from typing import Any, NamedTuple
+
+__all__ = ["log_softmax", "logsumexp", "softmax"]
+
+_INF = math.inf
+_NAN = math.nan
+
+
+class _Split(NamedTuple):
+    """A slice split into its maximum and the rest (all keepdims-shaped)."""
+
+    m: Any  # maximum; -inf for an empty or fully masked slice
+    finite: Any  # isfinite(m)
+    is_max: Any  # entries equal to m (full shape)
+    shifted: Any  # a - m where m is finite (full shape)
+    e: Any  # exp(a - m): 1 at the maxima, 0 where m is not finite
+    w: Any  # summed weight at the maxima (0 when m is -inf)
+    s: Any  # summed weighted exp(a - m) over everything else
+
+
+def _split(xp: ModuleType, a: Any, axis: tuple[int, ...], b: Any) -> _Split:
+    m = xp.max(a, axis=axis, keepdims=True)
+    finite = xp.isfinite(m)
+    # A zero shift where m is +-inf or NaN keeps inf - inf out of the
+    # subtraction; those slices take their value from `m` further down.
+    m0 = xp.where(finite, m, 0.0)
+    shifted = a - m0
+    is_max = a == m
+    e = xp.exp(xp.where(finite, shifted, -_INF))
+    present = is_max & (m > -_INF)
+    if b is None:
+        w = xp.sum(xp.astype(present, a.dtype), axis=axis, keepdims=True)
+        terms = e
+    else:
+        w = xp.sum(xp.where(present, b, 0.0), axis=axis, keepdims=True)
+        # An infinite weight on a vanishing term is NaN, as in SciPy;
+        # writing it as NaN * 0 rather than inf * 0 raises no warning.
+        terms = xp.where((e == 0) & xp.isinf(b), _NAN, b) * e
+    s = xp.sum(xp.where(present, 0.0, terms), axis=axis, keepdims=True)
+    return _Split(m, finite, is_max, shifted, e, w, s)
+
+
+def _log_total(xp: ModuleType, p: _Split) -> Any:
+    """``log(W + s)`` for non-negative terms; -inf where ``W + s == 0``."""
+    empty = p.w == 0
+    # W - 1 is exact, so the small terms in s reach log1p unrounded.
+    t = xp.where(empty, 0.0, p.s + (p.w - 1.0))
+    return xp.where(empty, -_INF, xp.log1p(t))
+
+
+def _log_abs_signed(xp: ModuleType, p: _Split) -> tuple[Any, Any, Any]:
+    """``log|W + s|``, its sign and where it is zero, for signed weights."""
+    w_zero = p.w == 0
+    w1 = xp.where(w_zero, 1.0, p.w)
+    # inf / inf: the total is infinite when the signs agree and NaN
+    # (inf - inf) when they do not.
+    both_inf = xp.isinf(w1) & xp.isinf(p.s)
+    q = xp.where(
+        both_inf,
+        xp.where(xp.sign(w1) == xp.sign(p.s), 0.0, p.s * _NAN),
+        p.s / xp.where(both_inf, 1.0, w1),
+    )
+    # |1 + q| = 1 + (-2 - q) when q < -1: log1p keeps its accuracy on
+    # both sides of the cancellation at q = -1.
+    flip = q < -1.0
+    r = xp.where(flip, -2.0 - q, q)
+    zero = xp.where(w_zero, p.s == 0, r == -1.0)
+    s_abs = xp.abs(xp.where(w_zero & ~zero, p.s, 1.0))
+    log_rel = xp.log1p(xp.where(zero, 0.0, r))
+    logabs = xp.where(w_zero, xp.log(s_abs), xp.log(xp.abs(w1)) + log_rel)
+    sign_w = xp.sign(w1)
+    sign = xp.where(w_zero, xp.sign(p.s), xp.where(flip, -sign_w, sign_w))
+    sign = xp.where(xp.isnan(logabs), _NAN, sign)
+    return logabs, sign, zero
+
+
+def logsumexp(
+    xp: ModuleType,
+    a: Any,
+    axis: tuple[int, ...],
+    b: Any,
+    keepdims: bool,
+    return_sign: bool,
+) -> tuple[Any, Any]:
+    """Return ``(log|sum b exp(a)|, sign)`` over ``axis`` of a real array.
+
+    Entries to be ignored (masked, or with ``b == 0``) must already be
+    ``-inf`` in ``a``.
+    """
+    p = _split(xp, a, axis, b)
+    m_nan = xp.isnan(p.m)
+    pos_inf = p.m == _INF
+    if b is None:
+        logabs = _log_total(xp, p)
+        zero = (p.w == 0) & ~m_nan
+        sign = xp.astype(~zero, p.m.dtype)
+    else:
+        logabs, sign, zero = _log_abs_signed(xp, p)
+        zero = zero & ~m_nan
+    # An exact cancellation under +inf (inf - inf) is NaN, as in SciPy.
+    out = xp.where(zero, -_INF, p.m + xp.where(zero, 0.0, logabs))
+    out = xp.where(zero & pos_inf, _NAN, out)
+    sign = xp.where(m_nan | (zero & pos_inf), _NAN, xp.where(zero, 0.0, sign))
+    if not return_sign:
+        out = xp.where(sign < 0, _NAN, out)
+    if not keepdims:
+        out = xp.squeeze(out, axis=axis)
+        sign = xp.squeeze(sign, axis=axis)
+    return out, sign
+
+
+def _nonfinite_fill(xp: ModuleType, p: _Split, values: Any, fill: float) -> Any:
+    """``values`` where the slice maximum is finite, the limits elsewhere.
+
+    A NaN slice is NaN; under a +inf maximum the infinite entries are
+    ``inf / inf`` (NaN) and the others ``fill``; an all ``-inf`` (or fully
+    masked) slice is ``fill`` everywhere.
+    """
+    nan_at = xp.isnan(p.m) | (p.is_max & (p.m == _INF))
+    return xp.where(nan_at, _NAN, xp.where(p.finite, values, fill))
+
+
+def log_softmax(xp: ModuleType, x: Any, axis: tuple[int, ...]) -> Any:
+    """``x - logsumexp(x)`` over ``axis`` of a real array, masked as -inf."""
+    p = _split(xp, x, axis, None)
+    # The maxima have shifted == 0, so their entries are -log1p(s), exact
+    # down to the smallest s.
+    out = p.shifted - xp.where(p.finite, _log_total(xp, p), 0.0)
+    return _nonfinite_fill(xp, p, out, -_INF)
+
+
+def softmax(xp: ModuleType, x: Any, axis: tuple[int, ...]) -> Any:
+    """``exp(x - logsumexp(x))`` over ``axis`` of a real array."""
+    p = _split(xp, x, axis, None)
+    total = xp.where(p.finite, p.w + p.s, 1.0)
+    return _nonfinite_fill(xp, p, p.e / total, 0.0)
+
+
+def _complex_split(
+    xp: ModuleType, a: Any, axis: tuple[int, ...], b: Any
+) -> tuple[Any, Any, Any, Any]:
+    m = xp.max(xp.real(a), axis=axis, keepdims=True)
+    finite = xp.isfinite(m)
+    m0 = xp.where(finite, m, 0.0)
+    e = xp.exp(a - xp.astype(m0, a.dtype))
+    if b is not None:
+        e = b * e
+    total = xp.sum(e, axis=axis, keepdims=True)
+    return m, finite, e, total
+
+
+def logsumexp_complex(
+    xp: ModuleType,
+    a: Any,
+    axis: tuple[int, ...],
+    b: Any,
+    keepdims: bool,
+    return_sign: bool,
+) -> tuple[Any, Any]:
+    """Principal-branch ``log(sum b exp(a))`` of a complex array."""
+    m, _, _, total = _complex_split(xp, a, axis, b)
+    zero = total == 0
+    total1 = xp.where(zero, 1.0 + 0.0j, total)
+    if return_sign:
+        mag = xp.abs(total1)
+        out = xp.where(zero | (m == -_INF), -_INF, m + xp.log(mag))
+        sign = xp.where(zero, 0.0 + 0.0j, total1 / xp.astype(mag, total1.dtype))
+    else:
+        out = xp.where(
+            zero | (m == -_INF),
+            complex(-_INF, 0.0),
+            xp.astype(m, a.dtype) + xp.log(total1),
+        )
+        sign = xp.astype(~zero, a.dtype)
+    if not keepdims:
+        out = xp.squeeze(out, axis=axis)
+        sign = xp.squeeze(sign, axis=axis)
+    return out, sign
+
+
+def log_softmax_complex(xp: ModuleType, x: Any, axis: tuple[int, ...]) -> Any:
+    """``x - logsumexp(x)`` of a complex array."""
+    lse, _ = logsumexp_complex(xp, x, axis, None, True, False)
+    return x - lse
+
+
+def softmax_complex(xp: ModuleType, x: Any, axis: tuple[int, ...]) -> Any:
+    """``exp(x - logsumexp(x))`` of a complex array."""
+    _, _, e, total = _complex_split(xp, x, axis, None)
+    return e / total

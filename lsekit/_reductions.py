@@ -1,0 +1,330 @@
+"""Public ``logsumexp``, ``softmax`` and ``log_softmax``.
+
+This layer validates and converts arguments, picks the dtype to compute in,
+and hands the arrays to the standard-only code in ``_core.reductions``.
+"""
+
+from __future__ import annotations
+
+import math
+from types import ModuleType
+from typing import Any
+
+from . import _args, _compat
+from ._core import reductions as _impl
+
+__all__ = ["log_softmax", "logsumexp", "softmax"]
+
+
+def _prepare(
+    func: str, xp: ModuleType, x: Any, where: Any, extra: Any = None
+) -> tuple[Any, Any, Any]:
+    """Check ``x`` (and ``where``); return x in its compute dtype and its dtype.
+
+    ``extra`` takes part in dtype promotion (the weights ``b``).
+    """
+    _args.check_numeric(func, "x" if func != "logsumexp" else "a", xp, x)
+    dtype = x.dtype if extra is None else xp.result_type(x.dtype, extra.dtype)
+    if xp.isdtype(dtype, ("bool", "integral")):
+        out_dtype = _compat.compute_dtype(xp, dtype, _device(x))
+    else:
+        out_dtype = dtype
+    work = _compat.compute_dtype(xp, out_dtype, _device(x))
+    if where is not None:
+        _args.check_mask(func, xp, where, tuple(x.shape))
+    return xp.astype(x, work), work, out_dtype
+
+
+def _device(x: Any) -> Any:
+    import array_api_compat
+
+    return array_api_compat.device(x)
+
+
+def _masked(xp: ModuleType, x: Any, where: Any) -> Any:
+    """Masked entries count as absent: they become ``-inf``."""
+    if where is None:
+        return x
+    fill = (
+        complex(-math.inf, 0.0)
+        if xp.isdtype(x.dtype, "complex floating")
+        else -math.inf
+    )
+    return xp.where(where, x, fill)
+
+
+def _empty(x: Any) -> bool:
+    # Any zero-length axis, reduced or not: max() has no identity, and some
+    # libraries refuse it even along a non-empty axis.
+    return any(n == 0 for n in x.shape)
+
+
+def logsumexp(
+    a: Any,
+    axis: Any = None,
+    b: Any = None,
+    keepdims: bool = False,
+    return_sign: bool = False,
+    *,
+    where: Any = None,
+) -> Any:
+    """Compute the log of the sum of exponentials of input elements.
+
+    ``log(sum(b * exp(a)))`` over ``axis``, without overflow or underflow,
+    accurate to an ulp even when one term dominates the sum. The signature
+    and results are those of :func:`scipy.special.logsumexp`, with JAX's
+    ``where`` in addition; the input's array library, device and dtype
+    decide the output's.
+
+    Parameters
+    ----------
+    a : array_like
+        Input array of any Array API library (NumPy, PyTorch, JAX, CuPy,
+        Dask, array-api-strict), or a Python scalar or list (read as NumPy).
+    axis : None or int or tuple of ints, optional
+        Axis or axes over which the sum is taken. By default, ``axis`` is
+        None, and all elements are summed.
+    b : array_like, optional
+        Scaling factor for ``exp(a)``, broadcast against ``a``. Entries with
+        ``b == 0`` are ignored even where ``a`` is infinite or NaN; weights
+        may be negative.
+    keepdims : bool, optional
+        If True, the reduced axes are left in the result as dimensions with
+        size one.
+    return_sign : bool, optional
+        If True, return ``(log|sum|, sign)``. If False, a negative sum
+        gives NaN.
+    where : array of bool, optional
+        Entries to include, broadcast against ``a``. Masked entries count as
+        absent, so a fully masked slice gives ``-inf``.
+
+    Returns
+    -------
+    res : array
+        ``log(|sum(b * exp(a))|)`` over ``axis``. Real input gives a real
+        result; complex input the principal branch of the complex log.
+    sgn : array
+        Only with ``return_sign=True``: the sign of the sum (1, -1, or 0
+        for an empty sum), complex ``exp(i*phase)`` for complex input.
+
+    See Also
+    --------
+    softmax, log_softmax
+
+    Notes
+    -----
+    Each slice is split into its maximum ``m`` and the rest:
+    ``sum(b * exp(a)) = exp(m) * (W + s)`` with ``W`` the summed weight of
+    the entries equal to ``m`` and ``s`` the weighted exponentials of all
+    other entries shifted by ``m``. The result is
+    ``m + log1p(s + (W - 1))``: because ``W - 1`` is exact, terms far below
+    the maximum survive, where ``m + log(1 + s)`` rounds them away
+    (``logsumexp([0, -40])`` is ``4.248354255291589e-18``, not 0).
+
+    Integer and boolean input is promoted to the namespace's default
+    floating dtype; float16 and bfloat16 are computed in float32 and
+    returned in their own dtype. An empty or all ``-inf`` slice gives
+    ``-inf`` with sign 0 and no warning; ``+inf`` gives ``inf``; NaN
+    propagates.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from lsekit import logsumexp
+    >>> logsumexp(np.array([1000.0, 1000.0, 1000.0]))
+    np.float64(1001.0986122886682)
+    >>> logsumexp(np.array([0.0, -40.0]))
+    np.float64(4.248354255291589e-18)
+    >>> logsumexp(np.array([[0.0, 1.0], [2.0, 3.0]]), axis=1)
+    array([1.31326169, 3.31326169])
+    >>> logsumexp(np.array([1.0, 2.0]), b=np.array([1.0, -1.0]), return_sign=True)
+    (np.float64(1.5413248546129181), np.float64(-1.0))
+    >>> logsumexp(np.array([1.0, 2.0, 3.0]), where=np.array([True, False, False]))
+    np.float64(1.0)
+    """
+    keepdims = _args.check_flag("logsumexp", "keepdims", keepdims)
+    return_sign = _args.check_flag("logsumexp", "return_sign", return_sign)
+    xp, arr = _compat.as_arrays("logsumexp", a=a, where=where)
+    a, where = arr["a"], arr["where"]
+    if b is not None:
+        b = _as_weights(xp, a, b)
+        _args.check_numeric("logsumexp", "b", xp, b)
+        shape = _args.check_broadcast("logsumexp", "b", tuple(b.shape), tuple(a.shape))
+    else:
+        shape = tuple(a.shape)
+    ndim = len(shape)
+    axes = _args.normalize_axis("logsumexp", axis, ndim)
+    a, work, out_dtype = _prepare("logsumexp", xp, a, where, b)
+    if where is not None:
+        shape = _args.check_broadcast("logsumexp", "where", tuple(where.shape), shape)
+    a = xp.broadcast_to(a, shape)
+    complex_ = xp.isdtype(work, "complex floating")
+    with _compat.errstate(xp):
+        a = _masked(xp, a, where)
+        if b is not None:
+            b = xp.broadcast_to(xp.astype(b, work), shape)
+            if where is not None:
+                b = xp.where(where, b, 0.0)
+            a = xp.where(b == 0, -math.inf, a)
+        if _empty(a):
+            out, sign = _empty_logsumexp(xp, a, axes, keepdims, work)
+        elif complex_:
+            out, sign = _impl.logsumexp_complex(xp, a, axes, b, keepdims, return_sign)
+        else:
+            out, sign = _impl.logsumexp(xp, a, axes, b, keepdims, return_sign)
+    if not complex_:
+        out = xp.astype(out, out_dtype)
+        sign = xp.astype(sign, out_dtype)
+    if return_sign:
+        return _compat.finalize(xp, out), _compat.finalize(xp, sign)
+    return _compat.finalize(xp, out)
+
+
+def _as_weights(xp: ModuleType, a: Any, b: Any) -> Any:
+    """Weights as an array; Python scalars take ``a``'s floating dtype."""
+    if isinstance(b, (int, float)) and not isinstance(b, bool):
+        dtype = _compat.compute_dtype(xp, a.dtype, _device(a))
+        if not xp.isdtype(dtype, ("real floating", "complex floating")):
+            dtype = None
+        return xp.asarray(b, dtype=dtype, device=_device(a))
+    _, arr = _compat.as_arrays("logsumexp", a=a, b=b)
+    return arr["b"]
+
+
+def _empty_logsumexp(
+    xp: ModuleType, a: Any, axes: tuple[int, ...], keepdims: bool, dtype: Any
+) -> tuple[Any, Any]:
+    shape = tuple(
+        1 if i in axes else n
+        for i, n in enumerate(a.shape)
+        if keepdims or i not in axes
+    )
+    device = _device(a)
+    out = xp.full(shape, -math.inf, dtype=dtype, device=device)
+    sign = xp.zeros(shape, dtype=dtype, device=device)
+    return out, sign
+
+
+def _normalised(func: str, x: Any, axis: Any, where: Any, impl: str) -> Any:
+    xp, arr = _compat.as_arrays(func, x=x, where=where)
+    x, where = arr["x"], arr["where"]
+    axes = _args.normalize_axis(func, axis, x.ndim)
+    x, work, out_dtype = _prepare(func, xp, x, where)
+    if where is not None:
+        shape = _args.check_broadcast(func, "where", tuple(where.shape), tuple(x.shape))
+        if shape != tuple(x.shape):
+            raise ValueError(
+                f"{func}() where of shape {tuple(where.shape)} would enlarge "
+                f"x of shape {tuple(x.shape)}"
+            )
+    if _empty(x):
+        return _compat.finalize(xp, xp.astype(x, out_dtype))
+    complex_ = xp.isdtype(work, "complex floating")
+    with _compat.errstate(xp):
+        xm = _masked(xp, x, where)
+        kernel = getattr(_impl, impl + ("_complex" if complex_ else ""))
+        out = kernel(xp, xm, axes)
+        if where is not None:
+            fill = 0.0 if impl == "softmax" else -math.inf
+            out = xp.where(where, out, fill)
+    return _compat.finalize(xp, xp.astype(out, out_dtype))
+
+
+def softmax(x: Any, axis: Any = None, *, where: Any = None) -> Any:
+    """Compute the softmax function.
+
+    ``exp(x) / sum(exp(x))`` over ``axis``, without overflow, with the
+    signature and results of :func:`scipy.special.softmax` and JAX's
+    ``where`` in addition.
+
+    Parameters
+    ----------
+    x : array_like
+        Input array of any Array API library, or a Python scalar or list.
+    axis : None or int or tuple of ints, optional
+        Axis or axes over which the normalisation runs. By default, ``axis``
+        is None, and the whole array is one distribution (SciPy's default;
+        pass ``axis=-1`` for the rows of a batch of logits).
+    where : array of bool, optional
+        Entries to include, broadcast against ``x``. Masked entries are 0
+        and do not count in the normalisation.
+
+    Returns
+    -------
+    s : array
+        An array of the shape of ``x``; each slice sums to 1.
+
+    See Also
+    --------
+    log_softmax, logsumexp
+
+    Notes
+    -----
+    The result is ``exp(x - m) / (W + s)`` with the split of
+    :func:`logsumexp`, so every entry carries a few ulps of relative error,
+    the smallest ones included. An all ``-inf`` or fully masked slice gives
+    0 (SciPy gives NaN); a slice holding ``+inf`` gives NaN at the infinite
+    entries and 0 elsewhere (SciPy gives NaN everywhere).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from lsekit import softmax
+    >>> softmax(np.array([-1000.0, 1000.0, -1000.0, 5.0, 10.0, 0.001]))
+    array([0., 1., 0., 0., 0., 0.])
+    >>> softmax(np.array([[1.0, 1.0], [0.0, -np.inf]]), axis=1)
+    array([[0.5, 0.5],
+           [1. , 0. ]])
+    >>> softmax(np.array([-np.inf, -np.inf]))
+    array([0., 0.])
+    """
+    return _normalised("softmax", x, axis, where, "softmax")
+
+
+def log_softmax(x: Any, axis: Any = None, *, where: Any = None) -> Any:
+    """Compute the logarithm of the softmax function.
+
+    ``x - logsumexp(x)`` over ``axis``, with the signature and results of
+    :func:`scipy.special.log_softmax`, JAX's ``where`` in addition, and
+    full relative accuracy for the dominant entry.
+
+    Parameters
+    ----------
+    x : array_like
+        Input array of any Array API library, or a Python scalar or list.
+    axis : None or int or tuple of ints, optional
+        Axis or axes over which the normalisation runs. By default, ``axis``
+        is None, and the whole array is one distribution.
+    where : array of bool, optional
+        Entries to include, broadcast against ``x``. Masked entries are
+        ``-inf`` and do not count in the normalisation.
+
+    Returns
+    -------
+    s : array
+        An array of the shape of ``x``.
+
+    See Also
+    --------
+    softmax, logsumexp
+
+    Notes
+    -----
+    The dominant entry is ``-log1p(s)`` with ``s`` the sum of the other
+    shifted exponentials, so its tiny log-probability keeps every digit:
+    ``log_softmax([0, -40])[0]`` is ``-4.248354255291589e-18`` where SciPy,
+    PyTorch and JAX return 0. An all ``-inf`` or fully masked slice gives
+    ``-inf`` (SciPy gives NaN).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from lsekit import log_softmax
+    >>> log_softmax(np.array([0.0, -40.0]))
+    array([-4.24835426e-18, -4.00000000e+01])
+    >>> log_softmax(np.array([1000.0, 1001.0, 1002.0]))
+    array([-2.40760596, -1.40760596, -0.40760596])
+    >>> log_softmax(np.array([-np.inf, -np.inf]))
+    array([-inf, -inf])
+    """
+    return _normalised("log_softmax", x, axis, where, "log_softmax")

@@ -1,0 +1,171 @@
+"""Helpers shared by the tests: backend runtimes, exact references, ulps."""
+
+from __future__ import annotations
+
+import functools
+import importlib
+from typing import Any
+
+import array_api_compat
+import mpmath
+import numpy as np
+import pytest
+
+import backends
+
+mpmath.mp.dps = 60
+
+
+class Runtime:
+    """A backend ready to use: its array module, device and conversions."""
+
+    def __init__(self, manifest: backends.Backend, module: Any, device: Any) -> None:
+        self.manifest = manifest
+        self.name = manifest.name
+        self.module = module
+        self.device = device
+
+    def __repr__(self) -> str:
+        return f"Runtime({self.name})"
+
+    @property
+    def xp(self) -> Any:
+        """The array-api-compat namespace of this backend's arrays."""
+        return array_api_compat.array_namespace(self.asarray([0.0]))
+
+    def dtype(self, name: str) -> Any:
+        return getattr(self.module, name)
+
+    def supports(self, dtype: str) -> bool:
+        return dtype in self.manifest.dtypes
+
+    def asarray(self, data: Any, dtype: str | None = "float64") -> Any:
+        """An array of this backend made from NumPy data, in ``dtype``.
+
+        ``dtype=None`` keeps the data's own (boolean or integer) dtype.
+        """
+        if dtype is not None and "float" in dtype and not self.supports(dtype):
+            pytest.skip(f"{self.name} has no {dtype}")
+        host = np.asarray(data)
+        if dtype == "bfloat16":
+            host = host.astype(np.float32)
+        elif dtype is not None:
+            host = host.astype(dtype)
+        if self.name == "dask":
+            chunks = tuple(max(1, (n + 1) // 2) for n in host.shape)
+            x = self.module.from_array(host, chunks=chunks or ())
+        elif self.manifest.convert == "torch":
+            x = self.module.asarray(host).to(self.device)
+        elif self.name == "jax":
+            x = self.module.asarray(host, device=self.device)
+        else:
+            x = self.module.asarray(host)
+        if dtype == "bfloat16":
+            xp = array_api_compat.array_namespace(x)
+            x = xp.astype(x, self.dtype("bfloat16"))
+        return x
+
+    def to_numpy(self, x: Any) -> np.ndarray:
+        """Any result of this backend as a NumPy array (float32 for bfloat16)."""
+        kind = self.manifest.convert
+        if kind == "torch":
+            if x.dtype == self.module.bfloat16:
+                x = x.float()
+            return np.asarray(x.detach().cpu().numpy())
+        if kind == "dask":
+            return np.asarray(x.compute() if hasattr(x, "compute") else x)
+        if kind == "cupy":
+            return np.asarray(x.get())
+        if self.name == "jax" and str(x.dtype) == "bfloat16":
+            x = x.astype("float32")
+        return np.asarray(x)
+
+    def check_array(self, result: Any, like: Any, dtype: Any = None) -> None:
+        """``result`` is of this backend, on ``like``'s device, in ``dtype``."""
+        assert array_api_compat.array_namespace(result) is (
+            array_api_compat.array_namespace(like)
+        ), f"{type(result)} is not of the input's library"
+        assert array_api_compat.device(result) == array_api_compat.device(like)
+        want = like.dtype if dtype is None else dtype
+        assert result.dtype == want, f"dtype {result.dtype}, expected {want}"
+
+
+class NoDevice(RuntimeError):
+    """The backend is installed but its device is absent."""
+
+
+@functools.cache
+def _import(name: str) -> tuple[Any, Any]:
+    manifest = backends.load()[name]
+    module = importlib.import_module(manifest.module)
+    device = None
+    if name == "jax":
+        import jax
+
+        device = jax.devices("cpu")[0]
+    elif manifest.convert == "torch":
+        import torch
+
+        device = torch.device(manifest.devices[0])
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise NoDevice("torch finds no CUDA device")
+    elif name == "cupy":
+        try:
+            count = module.cuda.runtime.getDeviceCount()
+        except module.cuda.runtime.CUDARuntimeError as exc:
+            raise NoDevice(f"CUDA runtime: {exc}") from None
+        if count < 1:
+            raise NoDevice("cupy finds no CUDA device")
+    return module, device
+
+
+def open_backend(manifest: backends.Backend) -> Runtime:
+    """The runtime of ``manifest``, or skip with the reason it cannot run."""
+    try:
+        module, device = _import(manifest.name)
+    except ImportError as exc:
+        pytest.skip(f"{manifest.name} is not installed ({exc})")
+    except NoDevice as exc:
+        pytest.skip(f"{manifest.name} needs a GPU: {exc}")
+    return Runtime(manifest, module, device)
+
+
+# Exact references -----------------------------------------------------------
+
+
+def _mp(v: float) -> mpmath.mpf:
+    return mpmath.mpf(float(v))
+
+
+def exact_logsumexp(row: Any, weights: Any = None) -> mpmath.mpf:
+    """``log(sum(b * exp(a)))`` of a 1-D float row, at 60 digits."""
+    row = np.asarray(row, dtype=np.float64).ravel()
+    b = np.ones_like(row) if weights is None else np.asarray(weights, np.float64)
+    total = mpmath.fsum(
+        _mp(w) * mpmath.exp(_mp(v)) for v, w in zip(row, b.ravel(), strict=True)
+        if w != 0 and v != -np.inf
+    )
+    if total == 0:
+        return mpmath.mpf("-inf")
+    return mpmath.log(abs(total))
+
+
+def exact_log_softmax(row: Any) -> list[mpmath.mpf]:
+    lse = exact_logsumexp(row)
+    return [_mp(v) - lse for v in np.asarray(row, np.float64).ravel()]
+
+
+def exact_softmax(row: Any) -> list[mpmath.mpf]:
+    return [mpmath.exp(v) for v in exact_log_softmax(row)]
+
+
+def ulp_error(computed: Any, exact: mpmath.mpf, dtype: Any) -> float:
+    """``|computed - exact|`` in units of the last place of ``exact`` in dtype."""
+    computed = float(computed)
+    if mpmath.isinf(exact) or np.isinf(computed):
+        return 0.0 if computed == float(exact) else np.inf
+    rounded = dtype(float(exact))
+    spacing = float(np.spacing(abs(rounded)))
+    if spacing == 0 or not np.isfinite(spacing):
+        spacing = float(np.finfo(dtype).smallest_subnormal)
+    return float(abs(mpmath.mpf(computed) - exact) / spacing)
