@@ -34,6 +34,7 @@ class Backend:
     devices: tuple[str, ...]
     gpu: bool
     dtypes: tuple[str, ...]
+    flush_subnormals: bool
     lazy: bool
     convert: str
     gaps: tuple[str, ...]

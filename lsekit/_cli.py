@@ -91,7 +91,7 @@ def _torch() -> _Backend:
 
 def _jax() -> _Backend:
     jax = _import("jax")
-    # Without this, JAX silently computes float64 requests in float32.
+    # Without this, JAX turns every float64 request into float32.
     jax.config.update("jax_enable_x64", True)
     jnp = _import("jax.numpy")
     return _Backend(
@@ -143,7 +143,7 @@ def _cupy() -> _Backend:
     except Exception as exc:
         # Without a driver or a GPU, CUDA reports through whatever exception
         # the installed CuPy build raises.
-        count, why = 0, f"no CUDA device ({type(exc).__name__}: {exc})"
+        count, why = 0, f"no CUDA device: {type(exc).__name__}: {exc}"
     else:
         why = "no CUDA device"
     return _Backend(
@@ -174,12 +174,12 @@ def _load(name: str) -> _Backend:
         top = name.split(".")[0]
         if exc.name is not None and exc.name.split(".")[0] == top:
             raise _Unavailable("not installed") from None
-        raise _Unavailable(f"import failed ({exc})") from None
+        raise _Unavailable(f"import failed: {exc}") from None
     except Exception as exc:
         # A broken install fails in its own way (OSError for a missing shared
         # library, RuntimeError for a mismatched jaxlib); none should stop the
         # other backends.
-        raise _Unavailable(f"import failed ({type(exc).__name__}: {exc})") from None
+        raise _Unavailable(f"import failed: {type(exc).__name__}: {exc}") from None
 
 
 def _fmt(v: float) -> str:
@@ -212,14 +212,21 @@ def _rows(backend: _Backend, values: Sequence[float]) -> list[tuple[str, str, st
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
-    widths = [max(len(r[i]) for r in (header, *rows)) for i in range(len(header))]
+    """Left-aligned columns; a row may stop short, its missing cells blank."""
+    n = len(header)
+    full = [[*r, *[""] * (n - len(r))] for r in (header, *rows)]
+    widths = [max(len(r[i]) for r in full) for i in range(n)]
 
     def line(cells: Sequence[str]) -> str:
         return "  ".join(
             c.ljust(w) for c, w in zip(cells, widths, strict=True)
         ).rstrip()
 
-    return [line(header), line(["-" * w for w in widths]), *map(line, rows)]
+    return [
+        line(full[0]),
+        line(["-" * w for w in widths]),
+        *map(line, full[1:]),
+    ]
 
 
 def _demo_backend(backend: _Backend) -> list[str]:
@@ -289,22 +296,30 @@ def _info() -> int:
     print(f"array-api-compat {array_api_compat.__version__}")
     print()
     rows: list[tuple[str, ...]] = []
+    notes: list[str] = []
     for name in _LOADERS:
         try:
             backend = _load(name)
         except _Unavailable as exc:
-            status = "not installed" if str(exc) == "not installed" else str(exc)
-            rows.append((name, status, "", ""))
+            reason = str(exc)
+            if reason == "not installed":
+                rows.append((name, reason))
+            else:
+                # Kept out of the table: an error message would widen it.
+                rows.append((name, "unavailable"))
+                notes.append(f"{name}: {reason}")
             continue
         rows.append((name, "installed", backend.version, backend.devices))
-    print("\n".join(_table(("backend", "status", "version", "devices"), rows)))
+    header = ("backend", "status", "version", "devices")
+    print("\n".join([*_table(header, rows), *notes]))
     return 0
 
 
 def _prog() -> str:
-    # argparse would name ``python -m lsekit`` after its __main__.py.
-    name = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
-    return "python -m lsekit" if name in ("", "__main__.py") else name
+    # argparse would name ``python -m lsekit`` after its __main__.py; any other
+    # caller is the ``lsekit`` console script or Python code calling main().
+    name = os.path.basename(sys.argv[0]) if sys.argv else ""
+    return "python -m lsekit" if name == "__main__.py" else "lsekit"
 
 
 def _parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:

@@ -78,16 +78,23 @@ def as_arrays(func: str, **named: Any) -> tuple[ModuleType, dict[str, Any]]:
 def compute_dtype(xp: ModuleType, dtype: Any, device: Any) -> Any:
     """The floating dtype that a computation on ``dtype`` inputs runs in.
 
-    Booleans and integers go to the namespace's default real floating dtype;
-    half-precision floats (float16, bfloat16) to float32 so that neither the
-    sum of exponentials nor the logits near the dtype's maximum overflow.
+    Booleans and integers go to the namespace's default real floating dtype.
+    Half precision (float16, bfloat16) runs in float32, so that neither the
+    sum of exponentials nor logits near the dtype's maximum overflow.
+    float32 runs in float64 where the namespace has it: the float32
+    exponentials, logarithms and sums of some libraries (XLA's among them)
+    are several ulps off, and a float64 pass rounds once, at the end.
     """
+    info = xp.__array_namespace_info__()
     if xp.isdtype(dtype, ("bool", "integral")):
-        return xp.__array_namespace_info__().default_dtypes(device=device)[
-            "real floating"
-        ]
-    if xp.isdtype(dtype, "real floating") and xp.finfo(dtype).bits < 32:
+        return info.default_dtypes(device=device)["real floating"]
+    if not xp.isdtype(dtype, "real floating"):
+        return dtype
+    bits = xp.finfo(dtype).bits
+    if bits < 32:
         return xp.float32
+    if bits == 32 and "float64" in info.dtypes(device=device, kind="real floating"):
+        return xp.float64
     return dtype
 
 

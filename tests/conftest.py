@@ -16,8 +16,8 @@ import pytest
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
-import backends  # noqa: E402
-from tests.support import Runtime, open_backend  # noqa: E402
+import backends
+from tests.support import Runtime, open_backend
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -137,7 +137,7 @@ def test_empty(bk):
     _compare(bk, logsumexp(a), -INF)
     _compare(bk, logsumexp(a, axis=0, keepdims=True), [[-INF, -INF, -INF]])
     _compare(bk, logsumexp(a, axis=1), np.zeros(0))
-    out, sign = logsumexp(a, axis=0, return_sign=True)
+    _, sign = logsumexp(a, axis=0, return_sign=True)
     # An empty sum is 0: its sign is 0, as for an all -inf slice.
     _compare(bk, sign, [0.0, 0.0, 0.0])
 
@@ -263,9 +263,7 @@ def test_inputs_not_modified(bk, return_sign, use_b):
     w = np.array([0.0, 1.0, -2.0])
     m = np.array([True, False, True])
     a, b, where = bk.asarray(x), bk.asarray(w), bk.asarray(m, dtype=None)
-    logsumexp(
-        a, axis=1, b=b if use_b else None, return_sign=return_sign, where=where
-    )
+    logsumexp(a, axis=1, b=b if use_b else None, return_sign=return_sign, where=where)
     np.testing.assert_array_equal(bk.to_numpy(a), x)
     np.testing.assert_array_equal(bk.to_numpy(b), w)
     np.testing.assert_array_equal(bk.to_numpy(where), m)
