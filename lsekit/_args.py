@@ -16,6 +16,7 @@ __all__ = [
     "check_mask",
     "check_numeric",
     "normalize_axis",
+    "same_shape",
 ]
 
 
@@ -80,6 +81,17 @@ def check_mask(func: str, xp: ModuleType, where: Any, shape: tuple[Any, ...]) ->
     check_broadcast(func, "where", where.shape, shape)
 
 
+def _known(n: Any) -> bool:
+    return isinstance(n, int)
+
+
+def same_shape(left: tuple[Any, ...], right: tuple[Any, ...]) -> bool:
+    """Shapes equal, unknown lengths (NaN, None) matching each other."""
+    return len(left) == len(right) and all(
+        i == j or not (_known(i) or _known(j)) for i, j in zip(left, right, strict=True)
+    )
+
+
 def check_broadcast(
     func: str, name: str, shape: tuple[Any, ...], target: tuple[Any, ...]
 ) -> tuple[Any, ...]:
@@ -89,7 +101,11 @@ def check_broadcast(
     right = (1,) * (n - len(target)) + tuple(target)
     out = []
     for i, j in zip(left, right, strict=True):
-        if i == j or j == 1:
+        if not _known(i) or not _known(j):
+            # A lazy array of unknown length (Dask after boolean indexing):
+            # the library checks it when the graph runs.
+            out.append(i if not _known(i) else j)
+        elif i == j or j == 1:
             out.append(i)
         elif i == 1:
             out.append(j)

@@ -53,13 +53,17 @@ def as_arrays(func: str, **named: Any) -> tuple[ModuleType, dict[str, Any]]:
 
     Arguments that are not arrays (Python scalars, lists, NumPy scalars) are
     converted with the namespace of the arrays among them, on their device.
+    The first argument is the data and may not be None.
     """
+    first, value = next(iter(named.items()))
+    if value is None:
+        raise TypeError(f"{func}() argument {first!r} must be an array, not None")
     xp = _namespace(func, named)
-    device = None
-    for v in named.values():
-        if _is_array(v):
-            device = array_api_compat.device(v)
-            break
+    devices = {k: array_api_compat.device(v) for k, v in named.items() if _is_array(v)}
+    device = next(iter(devices.values()), None)
+    if any(d != device for d in devices.values()):
+        where = ", ".join(f"{k} on {d}" for k, d in devices.items())
+        raise ValueError(f"{func}() got arrays on different devices ({where})")
     out: dict[str, Any] = {}
     for k, v in named.items():
         if v is None or _is_array(v):

@@ -157,12 +157,15 @@ def logsumexp(
     a, work, out_dtype = _prepare("logsumexp", xp, a, where, b)
     if where is not None:
         shape = _args.check_broadcast("logsumexp", "where", tuple(where.shape), shape)
-    a = xp.broadcast_to(a, shape)
+    if not _args.same_shape(shape, tuple(a.shape)):
+        a = xp.broadcast_to(a, shape)
     complex_ = xp.isdtype(work, "complex floating")
     with _compat.errstate(xp):
         a = _masked(xp, a, where)
         if b is not None:
-            b = xp.broadcast_to(xp.astype(b, work), shape)
+            b = xp.astype(b, work)
+            if not _args.same_shape(shape, tuple(b.shape)):
+                b = xp.broadcast_to(b, shape)
             if where is not None:
                 b = xp.where(where, b, 0.0)
             a = xp.where(b == 0, -math.inf, a)
@@ -212,7 +215,7 @@ def _normalised(func: str, x: Any, axis: Any, where: Any, impl: str) -> Any:
     x, work, out_dtype = _prepare(func, xp, x, where)
     if where is not None:
         shape = _args.check_broadcast(func, "where", tuple(where.shape), tuple(x.shape))
-        if shape != tuple(x.shape):
+        if not _args.same_shape(shape, tuple(x.shape)):
             raise ValueError(
                 f"{func}() where of shape {tuple(where.shape)} would enlarge "
                 f"x of shape {tuple(x.shape)}"

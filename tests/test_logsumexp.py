@@ -286,3 +286,15 @@ def test_no_warnings_on_nonfinite_input(bk, x, w):
     )
     bk.to_numpy(out[0])
     bk.to_numpy(out[1])
+
+
+def test_dask_array_of_unknown_length():
+    da = pytest.importorskip("dask.array")
+    x = np.array([1.0, -1.0, 2.0, 0.5])
+    d = da.from_array(x, chunks=2)
+    u = d[d > 0]  # its length is unknown until computed
+    keep = x[x > 0]
+    np.testing.assert_allclose(logsumexp(u).compute(), special.logsumexp(keep))
+    np.testing.assert_allclose(
+        logsumexp(u, b=u).compute(), special.logsumexp(keep, b=keep)
+    )

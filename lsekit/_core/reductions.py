@@ -72,28 +72,28 @@ def _log_total(xp: ModuleType, p: _Split) -> Any:
 
 
 def _log_abs_signed(xp: ModuleType, p: _Split) -> tuple[Any, Any, Any]:
-    """``log|W + s|``, its sign and where it is zero, for signed weights."""
-    w_zero = p.w == 0
-    w1 = xp.where(w_zero, 1.0, p.w)
+    """``log|W + s|``, its sign and where it is zero, for signed weights.
+
+    The larger of ``W`` and ``s`` in magnitude is factored out, so that the
+    ratio in ``log1p`` lies in [-1, 1]: it neither overflows (a tiny weight
+    on the maximum) nor loses the smaller part (a dominant maximum).
+    """
+    w_big = xp.abs(p.w) >= xp.abs(p.s)
+    big = xp.where(w_big, p.w, p.s)
+    small = xp.where(w_big, p.s, p.w)
+    big_zero = big == 0
     # inf / inf: the total is infinite when the signs agree and NaN
     # (inf - inf) when they do not.
-    both_inf = xp.isinf(w1) & xp.isinf(p.s)
+    both_inf = xp.isinf(big) & xp.isinf(small)
     q = xp.where(
         both_inf,
-        xp.where(xp.sign(w1) == xp.sign(p.s), 0.0, p.s * _NAN),
-        p.s / xp.where(both_inf, 1.0, w1),
+        xp.where(xp.sign(big) == xp.sign(small), 0.0, small * _NAN),
+        small / xp.where(both_inf | big_zero, 1.0, big),
     )
-    # |1 + q| = 1 + (-2 - q) when q < -1: log1p keeps its accuracy on
-    # both sides of the cancellation at q = -1.
-    flip = q < -1.0
-    r = xp.where(flip, -2.0 - q, q)
-    zero = xp.where(w_zero, p.s == 0, r == -1.0)
-    s_abs = xp.abs(xp.where(w_zero & ~zero, p.s, 1.0))
-    log_rel = xp.log1p(xp.where(zero, 0.0, r))
-    logabs = xp.where(w_zero, xp.log(s_abs), xp.log(xp.abs(w1)) + log_rel)
-    sign_w = xp.sign(w1)
-    sign = xp.where(w_zero, xp.sign(p.s), xp.where(flip, -sign_w, sign_w))
-    sign = xp.where(xp.isnan(logabs), _NAN, sign)
+    zero = big_zero | (q == -1.0)
+    big_abs = xp.abs(xp.where(zero, 1.0, big))
+    logabs = xp.log(big_abs) + xp.log1p(xp.where(zero, 0.0, q))
+    sign = xp.where(xp.isnan(logabs), _NAN, xp.sign(big))
     return logabs, sign, zero
 
 
