@@ -19,9 +19,13 @@ import array_api_compat
 __all__ = [
     "as_arrays",
     "compute_dtype",
+    "device",
     "errstate",
     "finalize",
 ]
+
+
+device = array_api_compat.device
 
 
 def _is_array(x: object) -> bool:

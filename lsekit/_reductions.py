@@ -26,19 +26,13 @@ def _prepare(
     _args.check_numeric(func, "x" if func != "logsumexp" else "a", xp, x)
     dtype = x.dtype if extra is None else xp.result_type(x.dtype, extra.dtype)
     if xp.isdtype(dtype, ("bool", "integral")):
-        out_dtype = _compat.compute_dtype(xp, dtype, _device(x))
+        out_dtype = _compat.compute_dtype(xp, dtype, _compat.device(x))
     else:
         out_dtype = dtype
-    work = _compat.compute_dtype(xp, out_dtype, _device(x))
+    work = _compat.compute_dtype(xp, out_dtype, _compat.device(x))
     if where is not None:
         _args.check_mask(func, xp, where, tuple(x.shape))
     return xp.astype(x, work), work, out_dtype
-
-
-def _device(x: Any) -> Any:
-    import array_api_compat
-
-    return array_api_compat.device(x)
 
 
 def _masked(xp: ModuleType, x: Any, where: Any) -> Any:
@@ -186,10 +180,12 @@ def logsumexp(
 def _as_weights(xp: ModuleType, a: Any, b: Any) -> Any:
     """Weights as an array; Python scalars take ``a``'s floating dtype."""
     if isinstance(b, (int, float)) and not isinstance(b, bool):
-        dtype = _compat.compute_dtype(xp, a.dtype, _device(a))
-        if not xp.isdtype(dtype, ("real floating", "complex floating")):
+        dtype = a.dtype
+        if xp.isdtype(dtype, ("bool", "integral")):
+            dtype = _compat.compute_dtype(xp, dtype, _compat.device(a))
+        elif xp.isdtype(dtype, "complex floating"):
             dtype = None
-        return xp.asarray(b, dtype=dtype, device=_device(a))
+        return xp.asarray(b, dtype=dtype, device=_compat.device(a))
     _, arr = _compat.as_arrays("logsumexp", a=a, b=b)
     return arr["b"]
 
@@ -202,7 +198,7 @@ def _empty_logsumexp(
         for i, n in enumerate(a.shape)
         if keepdims or i not in axes
     )
-    device = _device(a)
+    device = _compat.device(a)
     out = xp.full(shape, -math.inf, dtype=dtype, device=device)
     sign = xp.zeros(shape, dtype=dtype, device=device)
     return out, sign

@@ -83,10 +83,15 @@ def test_weights_larger_than_a(bk):
     _compare(bk, out, special.logsumexp(x, axis=-1, b=w))
 
 
-def test_scalar_weight(bk):
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_scalar_weight_keeps_the_dtype(bk, dtype):
     x = _data((4, 3))
-    out = logsumexp(bk.asarray(x), axis=1, b=2.5)
-    _compare(bk, out, special.logsumexp(x, axis=1, b=2.5))
+    a = bk.asarray(x, dtype)
+    out = logsumexp(a, axis=1, b=2.5)
+    bk.check_array(out, a)
+    rtol = 1e-6 if dtype == "float32" else 1e-13
+    ref = special.logsumexp(bk.to_numpy(a).astype(np.float64), axis=1, b=2.5)
+    _compare(bk, out, ref, rtol=rtol)
 
 
 EDGE_CASES = [
