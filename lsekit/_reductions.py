@@ -47,6 +47,12 @@ def _masked(xp: ModuleType, x: Any, where: Any) -> Any:
     return xp.where(where, x, fill)
 
 
+def _compensate(work: Any, out_dtype: Any) -> bool:
+    # Without a wider dtype to compute in, the sum of exponentials is
+    # compensated instead; a wider one already absorbs its rounding.
+    return bool(work == out_dtype)
+
+
 def _empty(x: Any) -> bool:
     # Any zero-length axis, reduced or not: max() has no identity, and some
     # libraries refuse it even along a non-empty axis.
@@ -115,6 +121,11 @@ def logsumexp(
     the maximum survive, where ``m + log(1 + s)`` rounds them away
     (``logsumexp([0, -40])`` is ``4.248354255291589e-18``, not 0).
 
+    float32 is computed in float64 where the namespace has it, and rounded
+    once at the end. float64, which has nothing wider, sums the shifted
+    exponentials with compensation (TwoSum folding), so that a result that
+    is itself a long sum of tiny terms keeps its last digit.
+
     Integer and boolean input is promoted to the namespace's default
     floating dtype; float16 and bfloat16 are computed in float32 and
     returned in their own dtype. An empty or all ``-inf`` slice gives
@@ -168,7 +179,9 @@ def logsumexp(
         elif complex_:
             out, sign = _impl.logsumexp_complex(xp, a, axes, b, keepdims, return_sign)
         else:
-            out, sign = _impl.logsumexp(xp, a, axes, b, keepdims, return_sign)
+            out, sign = _impl.logsumexp(
+                xp, a, axes, b, keepdims, return_sign, _compensate(work, out_dtype)
+            )
     if not complex_:
         out = xp.astype(out, out_dtype)
         sign = xp.astype(sign, out_dtype)
@@ -221,8 +234,11 @@ def _normalised(func: str, x: Any, axis: Any, where: Any, impl: str) -> Any:
     complex_ = xp.isdtype(work, "complex floating")
     with _compat.errstate(xp):
         xm = _masked(xp, x, where)
-        kernel = getattr(_impl, impl + ("_complex" if complex_ else ""))
-        out = kernel(xp, xm, axes)
+        if complex_:
+            out = getattr(_impl, impl + "_complex")(xp, xm, axes)
+        else:
+            kernel = getattr(_impl, impl)
+            out = kernel(xp, xm, axes, _compensate(work, out_dtype))
         if where is not None:
             fill = 0.0 if impl == "softmax" else -math.inf
             out = xp.where(where, out, fill)

@@ -125,6 +125,9 @@ def test_logsumexp_between_max_and_max_plus_log_n(bk, elements, data):
     x, axis = data.draw(data_and_axis(elements))
     n = _count(x.shape, axis)
     got = bk.to_numpy(logsumexp(bk.asarray(x), axis=axis))
+    if bk.manifest.flush_subnormals:
+        # The backend reads subnormal inputs as 0 (XLA on CPU).
+        x = np.where(np.abs(x) < np.finfo(np.float64).smallest_normal, 0.0, x)
     m = np.max(x, axis=axis)
     hi = m + math.log(n)
     # A few ulps of slack for the rounding of the result and of m + log n.

@@ -41,7 +41,49 @@ class _Split(NamedTuple):
     s: Any  # summed weighted exp(a - m) over everything else
 
 
-def _split(xp: ModuleType, a: Any, axis: tuple[int, ...], b: Any) -> _Split:
+def _two_sum_fold(xp: ModuleType, hi: Any, lo: Any) -> tuple[Any, Any]:
+    """Add the two halves of the last axis with Knuth's TwoSum.
+
+    ``hi + lo`` is preserved exactly up to the rounding of ``lo``: the
+    error of each addition in ``hi`` is recovered and carried in ``lo``.
+    """
+    n = hi.shape[-1]
+    h = n // 2
+    x, y = hi[..., :h], hi[..., h : 2 * h]
+    total = x + y
+    y_virtual = total - x
+    err = (x - (total - y_virtual)) + (y - y_virtual)
+    new_lo = lo[..., :h] + lo[..., h : 2 * h] + err
+    if n % 2:
+        total = xp.concat([total, hi[..., 2 * h :]], axis=-1)
+        new_lo = xp.concat([new_lo, lo[..., 2 * h :]], axis=-1)
+    return total, new_lo
+
+
+def _sum(xp: ModuleType, x: Any, axis: tuple[int, ...], compensated: bool) -> Any:
+    """``sum(x, axis, keepdims=True)``, correctly rounded when compensated.
+
+    A float64 sum of thousands of small terms otherwise carries up to an
+    ulp of rounding into ``log1p(s)``, whose result is then that sum
+    itself. The compensated sum folds the reduced axes in halves with
+    TwoSum: about log2(n) elementwise passes over shrinking arrays.
+    """
+    shape = tuple(x.shape)
+    if not compensated or not all(isinstance(n, int) for n in shape):
+        return xp.sum(x, axis=axis, keepdims=True)
+    kept = [i for i in range(len(shape)) if i not in axis]
+    n = math.prod(shape[i] for i in axis)
+    hi = xp.reshape(xp.permute_dims(x, (*kept, *axis)), (*(shape[i] for i in kept), n))
+    lo = xp.zeros_like(hi)
+    while hi.shape[-1] > 1:
+        hi, lo = _two_sum_fold(xp, hi, lo)
+    out = hi[..., 0] + lo[..., 0]
+    return xp.reshape(out, tuple(1 if i in axis else m for i, m in enumerate(shape)))
+
+
+def _split(
+    xp: ModuleType, a: Any, axis: tuple[int, ...], b: Any, compensated: bool
+) -> _Split:
     m = xp.max(a, axis=axis, keepdims=True)
     finite = xp.isfinite(m)
     # A zero shift where m is +-inf or NaN keeps inf - inf out of the
@@ -59,7 +101,7 @@ def _split(xp: ModuleType, a: Any, axis: tuple[int, ...], b: Any) -> _Split:
         # An infinite weight on a vanishing term is NaN, as in SciPy;
         # writing it as NaN * 0 rather than inf * 0 raises no warning.
         terms = xp.where((e == 0) & xp.isinf(b), _NAN, b) * e
-    s = xp.sum(xp.where(present, 0.0, terms), axis=axis, keepdims=True)
+    s = _sum(xp, xp.where(present, 0.0, terms), axis, compensated)
     return _Split(m, finite, is_max, shifted, e, w, s)
 
 
@@ -104,13 +146,14 @@ def logsumexp(
     b: Any,
     keepdims: bool,
     return_sign: bool,
+    compensated: bool,
 ) -> tuple[Any, Any]:
     """Return ``(log|sum b exp(a)|, sign)`` over ``axis`` of a real array.
 
     Entries to be ignored (masked, or with ``b == 0``) must already be
     ``-inf`` in ``a``.
     """
-    p = _split(xp, a, axis, b)
+    p = _split(xp, a, axis, b, compensated)
     m_nan = xp.isnan(p.m)
     pos_inf = p.m == _INF
     if b is None:
@@ -143,18 +186,20 @@ def _nonfinite_fill(xp: ModuleType, p: _Split, values: Any, fill: float) -> Any:
     return xp.where(nan_at, _NAN, xp.where(p.finite, values, fill))
 
 
-def log_softmax(xp: ModuleType, x: Any, axis: tuple[int, ...]) -> Any:
+def log_softmax(
+    xp: ModuleType, x: Any, axis: tuple[int, ...], compensated: bool
+) -> Any:
     """``x - logsumexp(x)`` over ``axis`` of a real array, masked as -inf."""
-    p = _split(xp, x, axis, None)
+    p = _split(xp, x, axis, None, compensated)
     # The maxima have shifted == 0, so their entries are -log1p(s), exact
     # down to the smallest s.
     out = p.shifted - xp.where(p.finite, _log_total(xp, p), 0.0)
     return _nonfinite_fill(xp, p, out, -_INF)
 
 
-def softmax(xp: ModuleType, x: Any, axis: tuple[int, ...]) -> Any:
+def softmax(xp: ModuleType, x: Any, axis: tuple[int, ...], compensated: bool) -> Any:
     """``exp(x - logsumexp(x))`` over ``axis`` of a real array."""
-    p = _split(xp, x, axis, None)
+    p = _split(xp, x, axis, None, compensated)
     total = xp.where(p.finite, p.w + p.s, 1.0)
     return _nonfinite_fill(xp, p, p.e / total, 0.0)
 
