@@ -206,7 +206,7 @@ def softmax(xp: ModuleType, x: Any, axis: tuple[int, ...], compensated: bool) ->
 
 def _complex_split(
     xp: ModuleType, a: Any, axis: tuple[int, ...], b: Any
-) -> tuple[Any, Any, Any, Any]:
+) -> tuple[Any, Any, Any]:
     m = xp.max(xp.real(a), axis=axis, keepdims=True)
     finite = xp.isfinite(m)
     m0 = xp.where(finite, m, 0.0)
@@ -214,7 +214,7 @@ def _complex_split(
     if b is not None:
         e = b * e
     total = xp.sum(e, axis=axis, keepdims=True)
-    return m, finite, e, total
+    return m, e, total
 
 
 def logsumexp_complex(
@@ -226,7 +226,7 @@ def logsumexp_complex(
     return_sign: bool,
 ) -> tuple[Any, Any]:
     """Principal-branch ``log(sum b exp(a))`` of a complex array."""
-    m, _, _, total = _complex_split(xp, a, axis, b)
+    m, _, total = _complex_split(xp, a, axis, b)
     zero = total == 0
     total1 = xp.where(zero, 1.0 + 0.0j, total)
     if return_sign:
@@ -254,5 +254,5 @@ def log_softmax_complex(xp: ModuleType, x: Any, axis: tuple[int, ...]) -> Any:
 
 def softmax_complex(xp: ModuleType, x: Any, axis: tuple[int, ...]) -> Any:
     """``exp(x - logsumexp(x))`` of a complex array."""
-    _, _, e, total = _complex_split(xp, x, axis, None)
+    _, e, total = _complex_split(xp, x, axis, None)
     return e / total
