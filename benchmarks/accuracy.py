@@ -9,7 +9,9 @@ JAX), against exact mpmath references, and prints a markdown table::
 The error of logsumexp is measured in ulps of max(|result|, |max(x)|) (the
 scale of the terms it is computed from); those of log_softmax and softmax in
 ulps of each entry (softmax entries below the dtype's smallest normal are
-left out).
+left out). cross_entropy (per example, ``reduction="none"``) is measured in
+ulps of each loss, for the targets at each row's maximum (the tiny loss of a
+confident, correct prediction), its minimum and a middle entry.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ import backends  # noqa: E402
 import lsekit  # noqa: E402
 from tests.families import FAMILIES, rows  # noqa: E402
 from tests.support import (  # noqa: E402
+    Runtime,
     _import,
     exact_log_softmax,
     exact_logsumexp,
@@ -40,7 +43,8 @@ from tests.support import (  # noqa: E402
 )
 
 DTYPES = {"float32": np.float32, "float64": np.float64}
-Fn = Callable[[Any], Any]
+COLUMNS = ("logsumexp", "log_softmax", "softmax", "cross_entropy")
+Fn = Callable[..., Any]
 
 
 def _ulps(got: float, exact: Any, npdt: Any, scale: float | None = None) -> float:
@@ -86,23 +90,32 @@ def measure(
                         worst["softmax"] = max(
                             worst["softmax"], _ulps(float(g), e, npdt)
                         )
+            if "cross_entropy" in funcs:
+                targets = np.array([np.argmax(row), np.argmin(row), row.size // 2])
+                batch = asarray(np.stack([row] * targets.size), dtype)
+                got_v = to_numpy(funcs["cross_entropy"](batch, targets))
+                exact = exact_log_softmax(row)
+                for g, t in zip(got_v.astype(np.float64), targets, strict=True):
+                    worst["cross_entropy"] = max(
+                        worst["cross_entropy"], _ulps(float(g), -exact[t], npdt)
+                    )
     return worst
 
 
-def _lsekit_funcs() -> dict[str, Fn]:
+def _lsekit_funcs(rt: Runtime) -> dict[str, Fn]:
     return {
         "logsumexp": lsekit.logsumexp,
         "log_softmax": lsekit.log_softmax,
         "softmax": lsekit.softmax,
+        "cross_entropy": lambda x, y: lsekit.cross_entropy(
+            x, rt.asarray(y, None), reduction="none"
+        ),
     }
 
 
-def _runtime(name: str) -> tuple[Callable[..., Any], Callable[[Any], np.ndarray]]:
-    from tests.support import Runtime
-
+def _runtime(name: str) -> Runtime:
     module, device = _import(name)
-    rt = Runtime(backends.load()[name], module, device)
-    return rt.asarray, rt.to_numpy
+    return Runtime(backends.load()[name], module, device)
 
 
 def _peers() -> list[
@@ -110,11 +123,12 @@ def _peers() -> list[
 ]:
     out = []
     try:
+        import scipy
         from scipy import special
 
         out.append(
             (
-                "SciPy",
+                f"SciPy {scipy.__version__}",
                 lambda r, d: np.asarray(r, dtype=d),
                 np.asarray,
                 {
@@ -131,13 +145,16 @@ def _peers() -> list[
 
         out.append(
             (
-                "PyTorch",
+                f"PyTorch {torch.__version__.split('+')[0]}",
                 lambda r, d: torch.asarray(r.astype(d)),
                 lambda t: t.numpy(),
                 {
                     "logsumexp": lambda t: torch.logsumexp(t, 0),
                     "log_softmax": lambda t: torch.log_softmax(t, 0),
                     "softmax": lambda t: torch.softmax(t, 0),
+                    "cross_entropy": lambda t, y: torch.nn.functional.cross_entropy(
+                        t, torch.asarray(y), reduction="none"
+                    ),
                 },
             )
         )
@@ -149,13 +166,19 @@ def _peers() -> list[
 
         out.append(
             (
-                "JAX",
+                f"JAX {jax.__version__}",
                 lambda r, d: jnp.asarray(r.astype(d)),
                 np.asarray,
                 {
                     "logsumexp": jax.nn.logsumexp,
                     "log_softmax": jax.nn.log_softmax,
                     "softmax": jax.nn.softmax,
+                    # The integer-label loss as optax writes it.
+                    "cross_entropy": lambda t, y: (
+                        -jnp.take_along_axis(
+                            jax.nn.log_softmax(t, axis=-1), jnp.asarray(y)[:, None], -1
+                        )[:, 0]
+                    ),
                 },
             )
         )
@@ -164,28 +187,30 @@ def _peers() -> list[
     return out
 
 
+def _cells(worst: dict[str, float]) -> str:
+    return " | ".join(f"{worst[k]:.2f}" if k in worst else "n/a" for k in COLUMNS)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backend", action="append", help="lsekit backend(s)")
     args = parser.parse_args(argv)
     names = args.backend or backends.names(gpu=False)
-    print("| implementation | dtype | logsumexp | log_softmax | softmax |")
-    print("|---|---|---|---|---|")
+    print("| implementation | dtype | " + " | ".join(COLUMNS) + " |")
+    print("|---|---|" + "---|" * len(COLUMNS))
     for name in names:
         try:
-            asarray, to_numpy = _runtime(name)
+            rt = _runtime(name)
         except ImportError as exc:
-            print(f"| lsekit on {name} | not installed ({exc}) | | | |")
+            print(f"| lsekit on {name} | not installed ({exc}) |" + " |" * 4)
             continue
         for dtype in DTYPES:
-            w = measure(asarray, to_numpy, _lsekit_funcs(), dtype)
-            cells = " | ".join(f"{w[k]:.2f}" for k in _lsekit_funcs())
-            print(f"| lsekit on {name} | {dtype} | {cells} |", flush=True)
+            w = measure(rt.asarray, rt.to_numpy, _lsekit_funcs(rt), dtype)
+            print(f"| lsekit on {name} | {dtype} | {_cells(w)} |", flush=True)
     for title, asarray_p, to_numpy_p, funcs in _peers():
         for dtype in DTYPES:
             w = measure(asarray_p, to_numpy_p, funcs, dtype)
-            cells = " | ".join(f"{w[k]:.2f}" for k in _lsekit_funcs())
-            print(f"| {title} | {dtype} | {cells} |", flush=True)
+            print(f"| {title} | {dtype} | {_cells(w)} |", flush=True)
     return 0
 
 

@@ -39,11 +39,18 @@ def _median_pair(
     return statistics.median(t_ours), statistics.median(t_peer)
 
 
+def _max_shift_cross_entropy(x: np.ndarray, y: np.ndarray) -> Any:
+    m = x.max(axis=1, keepdims=True)
+    lse = np.log(np.exp(x - m).sum(axis=1)) + m[:, 0]
+    return np.mean(lse - np.take_along_axis(x, y[:, None], axis=1)[:, 0])
+
+
 def _cases(
     x64: np.ndarray,
 ) -> list[tuple[str, str, Callable[[], Any], Callable[[], Any]]]:
     from scipy import special
 
+    y = np.random.default_rng(1).integers(0, x64.shape[1], size=x64.shape[0])
     cases = []
     for dtype in ("float32", "float64"):
         x = x64.astype(dtype)
@@ -60,11 +67,18 @@ def _cases(
                 lambda x=x: lsekit.log_softmax(x, axis=1),
                 lambda x=x: special.log_softmax(x, axis=1),
             ),
+            (
+                "numpy vs max-shift by hand",
+                f"cross_entropy {dtype}",
+                lambda x=x: lsekit.cross_entropy(x, y),
+                lambda x=x: _max_shift_cross_entropy(x, y),
+            ),
         ]
     try:
         import torch
     except ImportError:
         return cases
+    ty = torch.asarray(y)
     for dtype in ("float32", "float64"):
         t = torch.asarray(x64.astype(dtype))
         cases += [
@@ -79,6 +93,12 @@ def _cases(
                 f"log_softmax {dtype}",
                 lambda t=t: lsekit.log_softmax(t, axis=1),
                 lambda t=t: torch.log_softmax(t, 1),
+            ),
+            (
+                "torch vs torch",
+                f"cross_entropy {dtype}",
+                lambda t=t: lsekit.cross_entropy(t, ty),
+                lambda t=t: torch.nn.functional.cross_entropy(t, ty),
             ),
         ]
     return cases

@@ -6,15 +6,19 @@ arithmetic runs.
 
 from __future__ import annotations
 
+import contextlib
 import operator
 from types import ModuleType
 from typing import Any
 
 __all__ = [
     "check_broadcast",
+    "check_choice",
     "check_flag",
+    "check_fraction",
     "check_mask",
     "check_numeric",
+    "check_optional_int",
     "normalize_axis",
     "same_shape",
 ]
@@ -72,13 +76,23 @@ def check_numeric(func: str, name: str, xp: ModuleType, x: Any) -> None:
         )
 
 
-def check_mask(func: str, xp: ModuleType, where: Any, shape: tuple[Any, ...]) -> None:
-    """``where`` must be boolean and broadcast against the data's shape."""
+def check_mask(
+    func: str, xp: ModuleType, where: Any, shape: tuple[Any, ...], within: str = ""
+) -> None:
+    """``where`` must be boolean and broadcast against the data's shape.
+
+    With ``within`` (a description of ``shape``), it must also not enlarge
+    ``shape``.
+    """
     if not xp.isdtype(where.dtype, "bool"):
         raise TypeError(
             f"{func}() where must be a boolean array, got dtype {where.dtype}"
         )
-    check_broadcast(func, "where", where.shape, shape)
+    out = check_broadcast(func, "where", tuple(where.shape), shape)
+    if within and not same_shape(out, shape):
+        raise ValueError(
+            f"{func}() where of shape {tuple(where.shape)} would enlarge {within}"
+        )
 
 
 def _known(n: Any) -> bool:
@@ -115,3 +129,42 @@ def check_broadcast(
                 f"against an array of shape {tuple(target)}"
             )
     return tuple(out)
+
+
+def check_choice(func: str, name: str, value: Any, choices: tuple[str, ...]) -> str:
+    """``value`` must be one of the strings ``choices``."""
+    if not isinstance(value, str) or value not in choices:
+        options = ", ".join(repr(c) for c in choices)
+        raise ValueError(f"{func}() {name} must be one of {options}, not {value!r}")
+    return value
+
+
+def check_fraction(func: str, name: str, value: Any) -> float:
+    """``value`` must be a real number in [0, 1]."""
+    number = None
+    # NumPy's booleans are named "bool" (2.x) or "bool_" (1.x).
+    if not isinstance(value, (str, bytes)) and type(value).__name__ not in (
+        "bool",
+        "bool_",
+    ):
+        with contextlib.suppress(TypeError, ValueError):
+            number = float(value)
+    if number is None:
+        raise TypeError(f"{func}() {name} must be a float, not {value!r}")
+    if not 0.0 <= number <= 1.0:
+        raise ValueError(f"{func}() {name} must lie in [0, 1], not {value!r}")
+    return number
+
+
+def check_optional_int(func: str, name: str, value: Any) -> int | None:
+    """``value`` must be None or an integer (not a bool or a float)."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        raise TypeError(f"{func}() {name} must be None or an int, not {value!r}")
+    try:
+        return operator.index(value)
+    except TypeError:
+        raise TypeError(
+            f"{func}() {name} must be None or an int, not {value!r}"
+        ) from None

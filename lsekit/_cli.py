@@ -20,7 +20,7 @@ from typing import Any
 import array_api_compat
 import numpy
 
-from . import __version__, log_softmax, logsumexp, softmax
+from . import __version__, cross_entropy, log_softmax, logsumexp, softmax
 
 __all__ = ["main"]
 
@@ -201,13 +201,21 @@ def _rows(backend: _Backend, values: Sequence[float]) -> list[tuple[str, str, st
         warnings.simplefilter("ignore")
         e = xp.exp(x)
         s = xp.sum(e)
-        naive = (f(xp.log(s)), f(xp.log(e / s)[0]), f((e / s)[0]))
+        log_p = xp.log(e / s)
+        naive = (
+            f(xp.log(s)),
+            f(log_p[0]),
+            f((e / s)[0]),
+            f(0.0 - log_p[0]),
+        )  # 0 - x: no -0 on display
+    target = xp.zeros((1,), dtype=xp.int64, device=array_api_compat.device(x))
     ours = (
         f(logsumexp(x)),
         f(log_softmax(x)[0]),
         f(softmax(x)[0]),
+        f(cross_entropy(xp.reshape(x, (1, -1)), target)),
     )
-    labels = ("logsumexp", "log_softmax[0]", "softmax[0]")
+    labels = ("logsumexp", "log_softmax[0]", "softmax[0]", "cross_entropy, class 0")
     return [(q, _fmt(n), _fmt(o)) for q, n, o in zip(labels, naive, ours, strict=True)]
 
 
@@ -280,7 +288,7 @@ def _demo(parser: argparse.ArgumentParser, names: Sequence[str] | None) -> int:
 
     out = [
         "naive: log(sum(exp(x))), log(exp(x)/sum(exp(x))), exp(x)/sum(exp(x)),",
-        "computed in the same library as lsekit",
+        "-log(exp(x)/sum(exp(x)))[0], computed in the same library as lsekit",
     ]
     for backend in backends:
         out += ["", "", *_demo_backend(backend)]
@@ -326,8 +334,8 @@ def _parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
     parser = argparse.ArgumentParser(
         prog=_prog(),
         description=(
-            "lsekit: accurate log-sum-exp, softmax and log_softmax for every "
-            "Array API library."
+            "lsekit: accurate log-sum-exp, softmax, log_softmax and "
+            "cross-entropy for every Array API library."
         ),
     )
     sub = parser.add_subparsers(dest="command", metavar="{demo,info}")

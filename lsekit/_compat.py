@@ -22,6 +22,8 @@ __all__ = [
     "device",
     "errstate",
     "finalize",
+    "index_dtype",
+    "readable",
 ]
 
 
@@ -64,6 +66,9 @@ def as_arrays(func: str, **named: Any) -> tuple[ModuleType, dict[str, Any]]:
         raise TypeError(f"{func}() argument {first!r} must be an array, not None")
     xp = _namespace(func, named)
     devices = {k: array_api_compat.device(v) for k, v in named.items() if _is_array(v)}
+    # Under jax.jit a traced argument has no device yet (None); only the
+    # devices that are known can disagree.
+    devices = {k: d for k, d in devices.items() if d is not None}
     device = next(iter(devices.values()), None)
     if any(d != device for d in devices.values()):
         where = ", ".join(f"{k} on {d}" for k, d in devices.items())
@@ -130,3 +135,21 @@ def finalize(xp: ModuleType, x: Any) -> Any:
     if array_api_compat.is_numpy_namespace(xp) and x.ndim == 0:
         return x[()]
     return x
+
+
+def index_dtype(xp: ModuleType, device: Any) -> Any:
+    """The namespace's default indexing dtype (what gathers expect)."""
+    return xp.__array_namespace_info__().default_dtypes(device=device)["indexing"]
+
+
+def readable(x: Any) -> bool:
+    """Whether the values of ``x`` can be read now, cheaply and safely.
+
+    False for Dask arrays (reading computes the graph), JAX tracers (inside
+    ``jax.jit``) and PyTorch tensors while ``torch.compile`` traces.
+    """
+    if array_api_compat.is_jax_array(x):
+        return not isinstance(x, sys.modules["jax"].core.Tracer)
+    if array_api_compat.is_torch_array(x):
+        return not sys.modules["torch"].compiler.is_compiling()
+    return not array_api_compat.is_lazy_array(x)

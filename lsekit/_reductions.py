@@ -221,14 +221,11 @@ def _normalised(func: str, x: Any, axis: Any, where: Any, impl: str) -> Any:
     xp, arr = _compat.as_arrays(func, x=x, where=where)
     x, where = arr["x"], arr["where"]
     axes = _args.normalize_axis(func, axis, x.ndim)
-    x, work, out_dtype = _prepare(func, xp, x, where)
     if where is not None:
-        shape = _args.check_broadcast(func, "where", tuple(where.shape), tuple(x.shape))
-        if not _args.same_shape(shape, tuple(x.shape)):
-            raise ValueError(
-                f"{func}() where of shape {tuple(where.shape)} would enlarge "
-                f"x of shape {tuple(x.shape)}"
-            )
+        _args.check_mask(
+            func, xp, where, tuple(x.shape), f"x of shape {tuple(x.shape)}"
+        )
+    x, work, out_dtype = _prepare(func, xp, x, None)
     if _empty(x):
         return _compat.finalize(xp, xp.astype(x, out_dtype))
     complex_ = xp.isdtype(work, "complex floating")

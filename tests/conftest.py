@@ -8,8 +8,11 @@ with a reason where no GPU is present.
 
 from __future__ import annotations
 
+import doctest
+import importlib.util
 import os
 import pathlib
+import re
 import sys
 
 import pytest
@@ -55,6 +58,24 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "bk" in metafunc.fixturenames:
         names = _selected(metafunc.config)
         metafunc.parametrize("bk", names, indirect=True, ids=names)
+
+
+def _missing(source: str) -> list[str]:
+    names = re.findall(r"^(?:import|from)\s+(\w+)", source, re.M)
+    return [n for n in names if importlib.util.find_spec(n) is None]
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # A docstring shows the same call on several libraries, each block
+    # opening with its imports. A block whose library is not installed is
+    # skipped; the other blocks of the docstring still run.
+    for item in items:
+        skip = False
+        for example in getattr(getattr(item, "dtest", None), "examples", ()):
+            if re.match(r"(?:import|from)\s", example.source):
+                skip = bool(_missing(example.source))
+            if skip:
+                example.options[doctest.SKIP] = True
 
 
 @pytest.fixture

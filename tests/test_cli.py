@@ -24,6 +24,10 @@ def test_demo_on_numpy_shows_the_dominant_term():
     # log(1 + exp(-40)): lsekit keeps it, the naive formula prints 0.
     assert "4.2483542552915889e-18" in out.stdout
     assert "inf" in out.stdout
+    # ... and so does the loss of class 0, the same quantity.
+    block = out.stdout.split("[0, -40]")[1].splitlines()[:4]
+    loss = next(line for line in block if "cross_entropy" in line)
+    assert loss.split()[-2:] == ["0", "4.2483542552915889e-18"]
 
 
 def test_demo_unknown_backend_fails_clearly():

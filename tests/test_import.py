@@ -24,6 +24,7 @@ def test_import_loads_no_array_library():
 def test_public_surface():
     assert sorted(lsekit.__all__) == [
         "__version__",
+        "cross_entropy",
         "log_softmax",
         "logsumexp",
         "softmax",

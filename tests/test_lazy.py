@@ -1,12 +1,20 @@
 """The implementation is lazy-safe: jit-compiled and Dask graphs give the
-eager results, and Dask computes nothing before ``compute()``."""
+eager results, and Dask computes nothing before ``compute()``.
+
+``cross_entropy`` cannot check class indices where their values are not
+known yet (``jax.jit``, ``torch.compile``, Dask); there an out-of-range index
+must give a NaN loss, never an error from inside the trace and never the
+loss of some other, clamped or wrapped, class.
+"""
 
 from __future__ import annotations
+
+import shutil
 
 import numpy as np
 import pytest
 
-from lsekit import log_softmax, logsumexp, softmax
+from lsekit import cross_entropy, log_softmax, logsumexp, softmax
 
 X = np.array([[0.0, -40.0, 3.0], [-np.inf, -np.inf, -np.inf], [1000.0, 999.0, 1.0]])
 MASK = np.array([[True, True, False], [True, True, True], [False, True, True]])
@@ -62,3 +70,196 @@ def test_dask_is_lazy_until_compute():
         got = dask.compute(r)[0]
         for g, e in zip(np.atleast_1d(got), np.atleast_1d(eager), strict=True):
             np.testing.assert_array_equal(np.asarray(g), np.asarray(e), err_msg=name)
+
+
+# cross_entropy --------------------------------------------------------------
+
+RNG = np.random.default_rng(20240611)
+LOGITS = RNG.normal(size=(5, 4)) * 10
+LOGITS[0] = [0.0, -40.0, 3.0, 1.0]  # a tiny and a large loss in one row
+LOGITS_3D = RNG.normal(size=(3, 4, 2)) * 5  # PyTorch's (N, C, d) layout
+INDEX = np.array([1, 3, 0, 2, 2])
+INDEX_3D = np.array([[0, 3], [1, 1], [2, 0]])
+PROBS = RNG.dirichlet(np.ones(4), size=5)
+WEIGHT = np.array([1.0, 0.5, 2.0, 3.0])
+COUNTED = np.array([True, False, True, True, True])
+REDUCTIONS = ["none", "mean", "sum"]
+
+
+def _ce_cases(asarray):
+    """``name: (f, inputs, maxulp)`` with ``f(*inputs)`` a cross_entropy call.
+
+    ``maxulp`` is how far a compiled graph may be from the eager result:
+    see ``test_jax_jit_cross_entropy_matches_eager``.
+    """
+    w, m = asarray(WEIGHT), asarray(COUNTED)
+    index = asarray(LOGITS), asarray(INDEX)
+    probs = asarray(LOGITS), asarray(PROBS)
+    cases = {}
+    for r in REDUCTIONS:
+        cases[f"index-{r}"] = (
+            lambda x, t, r=r: cross_entropy(x, t, reduction=r),
+            index,
+            0,
+        )
+        cases[f"index-ignore-where-{r}"] = (
+            lambda x, t, r=r: cross_entropy(x, t, ignore_index=2, where=m, reduction=r),
+            index,
+            0,
+        )
+        cases[f"index-weight-smoothing-{r}"] = (
+            lambda x, t, r=r: cross_entropy(
+                x,
+                t,
+                weight=w,
+                ignore_index=2,
+                label_smoothing=0.1,
+                where=m,
+                reduction=r,
+            ),
+            index,
+            1,
+        )
+        cases[f"probabilities-{r}"] = (
+            lambda x, t, r=r: cross_entropy(x, t, reduction=r),
+            probs,
+            1,
+        )
+        cases[f"probabilities-weight-smoothing-{r}"] = (
+            lambda x, t, r=r: cross_entropy(
+                x, t, weight=w, label_smoothing=0.2, where=m, reduction=r
+            ),
+            probs,
+            1,
+        )
+        cases[f"axis-1-of-3d-{r}"] = (
+            lambda x, t, r=r: cross_entropy(
+                x,
+                t,
+                axis=1,
+                weight=w,
+                ignore_index=3,
+                label_smoothing=0.1,
+                reduction=r,
+            ),
+            (asarray(LOGITS_3D), asarray(INDEX_3D)),
+            1,
+        )
+    return cases
+
+
+@pytest.mark.parametrize("name", list(_ce_cases(np.asarray)))
+def test_jax_jit_cross_entropy_matches_eager(name):
+    jax = pytest.importorskip("jax")
+    if not jax.config.jax_enable_x64:
+        pytest.skip("the 1-ulp bound is for float64 (set JAX_ENABLE_X64=1)")
+    f, inputs, maxulp = _ce_cases(jax.numpy.asarray)[name]
+    eager = np.asarray(f(*inputs))
+    jitted = np.asarray(jax.jit(f)(*inputs))
+    assert jitted.dtype == eager.dtype == np.float64
+    assert jitted.shape == eager.shape
+    assert np.all(np.isfinite(eager))
+    # Index targets without weight and smoothing only subtract and add, and
+    # give the eager bits. Elsewhere XLA fuses the elementwise chain under
+    # jit and contracts a * b + c into one fused multiply-add (one rounding
+    # where eager op-by-op dispatch rounds twice): 1 ulp, no more.
+    np.testing.assert_array_max_ulp(jitted, eager, maxulp=maxulp)
+
+
+def test_jax_jit_cross_entropy_out_of_range_is_nan():
+    jax = pytest.importorskip("jax")
+    jnp = jax.numpy
+    x = jnp.asarray(LOGITS[:3])
+    for bad in (4, -1, 2**30):
+        t = jnp.asarray([0, bad, 2])
+        with pytest.raises(ValueError, match=f"class index {bad}, "):
+            cross_entropy(x, t)  # eager JAX reads the values and refuses
+        none = np.asarray(
+            jax.jit(lambda x, t: cross_entropy(x, t, reduction="none"))(x, t)
+        )
+        mean = np.asarray(jax.jit(cross_entropy)(x, t))
+        # NaN, not the loss of a clamped (class 3) or wrapped (class 3 for -1)
+        # index; the good examples keep their eager losses.
+        assert np.isnan(none[1]), (bad, none)
+        good = np.asarray(cross_entropy(x[::2], t[::2], reduction="none"))
+        np.testing.assert_array_equal(none[::2], good)
+        assert np.isnan(mean), (bad, mean)
+    # Uncounted bad indices stay harmless under jit as well.
+    t = jnp.asarray([0, -100, 2])
+    ignored = jax.jit(lambda x, t: cross_entropy(x, t, ignore_index=-100))(x, t)
+    masked = jax.jit(lambda x, t, m: cross_entropy(x, t, where=m))(
+        x, jnp.asarray([0, 9, 2]), jnp.asarray([True, False, True])
+    )
+    want = np.asarray(cross_entropy(x[::2], jnp.asarray([0, 2])))
+    np.testing.assert_array_equal(np.asarray(ignored), want)
+    np.testing.assert_array_equal(np.asarray(masked), want)
+
+
+def test_dask_cross_entropy_is_lazy_until_compute():
+    da = pytest.importorskip("dask.array")
+    import dask
+
+    # Chunks of 2 split the class axis, so the reductions cross chunks.
+    lazy = _ce_cases(lambda v: da.from_array(v, chunks=2))
+    eager = _ce_cases(np.asarray)
+    computed = []
+
+    class Watch(dask.callbacks.Callback):
+        def _start(self, dsk):
+            computed.append(len(dsk))
+
+    with Watch():
+        results = {name: f(*inputs) for name, (f, inputs, _) in lazy.items()}
+        assert computed == [], "the graph ran before compute()"
+        # The control: the same callback does see a compute.
+        computed_results = dask.compute(results)[0]
+        assert computed, "the callback missed a compute()"
+    for name, r in results.items():
+        assert isinstance(r, da.Array), name
+        f, inputs, _ = eager[name]
+        # Dask runs NumPy on the chunks, in the same order of operations.
+        got = computed_results[name]
+        np.testing.assert_array_equal(got, f(*inputs), err_msg=name)
+
+
+def test_dask_cross_entropy_out_of_range_is_nan():
+    da = pytest.importorskip("dask.array")
+    x = da.from_array(LOGITS[:3], chunks=2)
+    for bad in (4, -1):
+        t = da.from_array(np.array([0, bad, 2]), chunks=2)
+        none = cross_entropy(x, t, reduction="none").compute()
+        assert np.isnan(none[1]), (bad, none)
+        good = cross_entropy(LOGITS[:3:2], np.array([0, 2]), reduction="none")
+        np.testing.assert_array_equal(none[::2], good)
+        assert np.isnan(cross_entropy(x, t).compute())
+        assert np.isnan(cross_entropy(x, t, reduction="sum").compute())
+
+
+# Dynamo and Inductor warn about their own internals (array-api-compat's
+# lru_cache, torch.jit in the CPU passes); neither is lsekit's.
+@pytest.mark.filterwarnings("ignore:Dynamo detected a call to a `functools.lru_cache`")
+@pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated")
+def test_torch_compile_cross_entropy_matches_eager_and_gives_nan():
+    torch = pytest.importorskip("torch")
+    if not any(shutil.which(c) for c in ("c++", "g++", "clang++")):
+        pytest.skip("torch.compile's CPU backend needs a C++ compiler; none found")
+    x = torch.asarray(LOGITS)
+    w = torch.asarray(WEIGHT)
+
+    def f(x, t):
+        return cross_entropy(
+            x, t, weight=w, ignore_index=2, label_smoothing=0.1, reduction="none"
+        )
+
+    compiled = torch.compile(f, fullgraph=False)
+    t = torch.asarray(INDEX)
+    eager = f(x, t).numpy()
+    # Bit-equal here; Inductor's C++ may contract multiply-adds as XLA does.
+    np.testing.assert_array_max_ulp(compiled(x, t).numpy(), eager, maxulp=1)
+    t_bad = torch.asarray([1, 4, 0, 2, -1])
+    with pytest.raises(ValueError, match="class index -1, "):
+        f(x, t_bad)  # eager PyTorch reads the values and refuses
+    got = compiled(x, t_bad).numpy()
+    assert np.isnan(got[1]), got
+    assert np.isnan(got[4]), got
+    np.testing.assert_array_max_ulp(got[[0, 2, 3]], eager[[0, 2, 3]], maxulp=1)

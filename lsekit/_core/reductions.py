@@ -73,12 +73,17 @@ def _sum(xp: ModuleType, x: Any, axis: tuple[int, ...], compensated: bool) -> An
         return xp.sum(x, axis=axis, keepdims=True)
     kept = [i for i in range(len(shape)) if i not in axis]
     n = math.prod(shape[i] for i in axis)
+    keep_shape = tuple(1 if i in axis else m for i, m in enumerate(shape))
+    # TwoSum turns an infinite term into inf - inf; infinities and NaN
+    # skip the fold and are added back, once, to its result.
+    finite = xp.isfinite(x)
+    rest = xp.sum(xp.where(finite, 0.0, x), axis=axis, keepdims=True)
+    x = xp.where(finite, x, 0.0)
     hi = xp.reshape(xp.permute_dims(x, (*kept, *axis)), (*(shape[i] for i in kept), n))
     lo = xp.zeros_like(hi)
     while hi.shape[-1] > 1:
         hi, lo = _two_sum_fold(xp, hi, lo)
-    out = hi[..., 0] + lo[..., 0]
-    return xp.reshape(out, tuple(1 if i in axis else m for i, m in enumerate(shape)))
+    return xp.reshape(hi[..., 0] + lo[..., 0], keep_shape) + rest
 
 
 def _split(

@@ -1,0 +1,359 @@
+"""Public ``cross_entropy``.
+
+This layer validates the arguments, resolves dtypes and the class axis, and
+hands the arrays to the standard-only code in ``_core.losses``.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+from types import ModuleType
+from typing import Any
+
+from . import _args, _compat
+from ._core import losses as _impl
+from ._reductions import _compensate
+
+__all__ = ["cross_entropy"]
+
+_FUNC = "cross_entropy"
+_REDUCTIONS = ("none", "mean", "sum")
+
+
+def _float_dtype(xp: ModuleType, x: Any) -> Any:
+    if xp.isdtype(x.dtype, ("bool", "integral")):
+        return _compat.compute_dtype(xp, x.dtype, _compat.device(x))
+    return x.dtype
+
+
+def _check_real(xp: ModuleType, name: str, x: Any) -> None:
+    _args.check_numeric(_FUNC, name, xp, x)
+    if xp.isdtype(x.dtype, "complex floating"):
+        raise TypeError(f"{_FUNC}() {name} must be real, got dtype {x.dtype}")
+
+
+def _check_target_shape(t: Any, kind: str, shape: tuple[Any, ...], of: str) -> None:
+    if not _args.same_shape(tuple(t.shape), shape):
+        raise ValueError(
+            f"{_FUNC}() target of {kind} must have the shape of {of}, {shape}; "
+            f"got {tuple(t.shape)}"
+        )
+
+
+def _class_axis(axis: Any, shape: tuple[Any, ...]) -> int:
+    try:
+        if isinstance(axis, bool):
+            raise TypeError
+        operator.index(axis)
+    except TypeError:
+        raise TypeError(
+            f"{_FUNC}() axis must be an int (the class axis), not {axis!r}"
+        ) from None
+    if not shape:
+        raise ValueError(f"{_FUNC}() logits must have a class axis; got a 0-d array")
+    (i,) = _args.normalize_axis(_FUNC, axis, len(shape))
+    if shape[i] == 0:
+        raise ValueError(
+            f"{_FUNC}() logits of shape {shape} have no classes along axis {axis}"
+        )
+    return i
+
+
+def _check_indices(
+    xp: ModuleType, target: Any, n_classes: Any, ignore: int | None, where: Any
+) -> None:
+    """Reject class indices outside ``[0, C)`` that are counted.
+
+    Runs only where the values can be read without computing a lazy graph
+    or breaking a trace; there, such indices give a NaN loss instead.
+    """
+    if not isinstance(n_classes, int) or math.prod(target.shape) == 0:
+        return
+    if not _compat.readable(target):
+        return
+    skip = None if ignore is None else target == ignore
+    if where is not None:
+        skip = ~where if skip is None else skip | ~where
+    # Class 0 always exists, so it stands in for the entries not checked.
+    probe = target if skip is None else xp.where(skip, xp.zeros_like(target), target)
+    low, high = xp.min(probe), xp.max(probe)
+    # Inside a trace (jax.jit), even arrays closed over give traced results.
+    if not _compat.readable(low):
+        return
+    low, high = int(low), int(high)
+    if low >= 0 and high < n_classes:
+        return
+    bad = low if low < 0 else high
+    also = "" if ignore is None else f" and is not ignore_index={ignore}"
+    raise ValueError(
+        f"{_FUNC}() target holds class index {bad}, which lies outside "
+        f"[0, {n_classes}){also}"
+    )
+
+
+# Eager backends run a large batch in blocks of about this many logits: the
+# temporaries of a block stay in cache, and the peak memory is a small
+# fraction of the logits' bytes however large the batch.
+_BLOCK = 1 << 18
+
+
+def _blocks(x: Any, i: int) -> tuple[int, list[tuple[tuple[Any, ...], ...]]]:
+    """How to cut a batch: the examples' axis that is cut, and the blocks.
+
+    Each block is a pair of index tuples, into ``x`` and into the examples.
+    The cut runs along the first axis other than ``i`` that is longer than
+    one. Lazy arrays and traces are not cut: XLA fuses the computation and
+    Dask has its own chunks.
+    """
+    whole: list[tuple[tuple[Any, ...], ...]] = [((...,), (...,))]
+    shape = tuple(x.shape)
+    if not all(isinstance(n, int) for n in shape) or math.prod(shape) <= _BLOCK:
+        return 0, whole
+    axes = [b for b, n in enumerate(shape) if b != i and n > 1]
+    if not axes or not _compat.readable(x):
+        return 0, whole
+    b = axes[0]
+    step = max(1, _BLOCK // (math.prod(shape) // shape[b]))
+    cut = b - (b > i)
+    return cut, [
+        (
+            (*(slice(None),) * b, slice(start, start + step)),
+            (*(slice(None),) * cut, slice(start, start + step)),
+        )
+        for start in range(0, shape[b], step)
+    ]
+
+
+def cross_entropy(
+    logits: Any,
+    target: Any,
+    /,
+    *,
+    axis: int = -1,
+    weight: Any = None,
+    ignore_index: int | None = None,
+    reduction: str = "mean",
+    label_smoothing: float = 0.0,
+    where: Any = None,
+) -> Any:
+    """Compute the cross-entropy loss between logits and targets.
+
+    The results of :func:`torch.nn.functional.cross_entropy`, formula for
+    formula (class weights, ``ignore_index``, label smoothing, probability
+    targets, reductions), for the arrays of any Array API library, with
+    full relative accuracy down to the tiniest loss.
+
+    Parameters
+    ----------
+    logits : array
+        Unnormalised log-probabilities, with the classes along ``axis``.
+    target : array
+        Either integer class indices, of the shape of ``logits`` without
+        ``axis``, or floating class probabilities of the shape of
+        ``logits``.
+    axis : int, optional
+        The class axis. The default -1 suits ``(N, C)`` logits; PyTorch's
+        ``(N, C, d1, ..., dK)`` layout is ``axis=1``.
+    weight : array, optional
+        One weight per class, of length ``C``.
+    ignore_index : int, optional
+        A class index whose examples are ignored: their loss is 0 and they
+        do not count in the mean. Only with class-index targets. Unlike
+        PyTorch (whose default is -100), nothing is ignored by default.
+    reduction : {'mean', 'sum', 'none'}, optional
+        ``'none'`` gives the loss of each example; ``'sum'`` their sum;
+        ``'mean'`` their sum divided by the summed weights of the counted
+        targets (class indices) or by the number of counted examples
+        (probabilities).
+    label_smoothing : float, optional
+        In [0, 1]: the target becomes a mixture of the original target,
+        with weight ``1 - label_smoothing``, and the uniform distribution.
+    where : array of bool, optional
+        Examples to count, broadcast against the shape of ``logits``
+        without ``axis``. Masked examples are treated as ignored.
+
+    Returns
+    -------
+    loss : array
+        A 0-d array for ``'mean'`` and ``'sum'``; for ``'none'``, an array
+        of the shape of ``logits`` without ``axis``. Its dtype is that of
+        the logits (combined with ``weight`` and probability targets).
+
+    Raises
+    ------
+    ValueError
+        A class index outside ``[0, C)`` that is neither ``ignore_index``
+        nor masked, mismatched shapes, a ``weight`` of the wrong length,
+        ``label_smoothing`` outside [0, 1], an unknown ``reduction``, or
+        ``ignore_index`` with probability targets.
+    TypeError
+        Targets that are neither integer nor floating, complex logits.
+
+    See Also
+    --------
+    log_softmax, logsumexp
+
+    Notes
+    -----
+    With class weights ``w``, smoothing ``eps`` and ``C`` classes, the loss
+    of an example with class index ``y`` is, as in PyTorch::
+
+        (1 - eps) * w[y] * nll[y] + eps / C * sum_c w[c] * nll[c]
+
+    and with target probabilities ``t`` it is ``sum_c w[c] * t'[c] *
+    nll[c]`` with ``t' = (1 - eps) * t + eps / C``. Here ``nll[c] = (m -
+    x[c]) + log1p(s + (W - 1))``, from the split of :func:`logsumexp`:
+    both terms are non-negative, so a tiny loss keeps its digits
+    (``[[0, -40]]`` with class 0 gives ``4.248354255291589e-18``; PyTorch
+    gives 0). For class indices only the target logit is gathered; no
+    array of log-probabilities is formed unless smoothing needs one.
+
+    Departures from PyTorch, all where PyTorch gives NaN: when nothing is
+    counted (every target ignored or masked) the mean is 0, with zero
+    gradient; a class with zero target mass or zero weight contributes 0
+    even where its logit is ``-inf``.
+
+    Class indices are checked where their values can be read: NumPy,
+    PyTorch, CuPy, array-api-strict and eager JAX raise on an index
+    outside ``[0, C)``. Under ``jax.jit``, ``torch.compile`` and on Dask
+    the values are not known when the call is made; there such an
+    example's loss is NaN, and so is any mean or sum that counts it.
+
+    float32 logits are computed in float64 where the namespace has it, and
+    float16 and bfloat16 in float32, so logits up to the dtype's maximum do
+    not overflow.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from lsekit import cross_entropy
+    >>> logits = np.array([[2.0, 0.5, -1.0], [0.0, 3.0, 1.0]])
+    >>> cross_entropy(logits, np.array([0, 1]))
+    np.float64(0.20557865810672135)
+    >>> cross_entropy(np.array([[0.0, -40.0]]), np.array([0]))
+    np.float64(4.248354255291589e-18)
+    >>> cross_entropy(logits, np.array([0, 2]), ignore_index=2, reduction="none")
+    array([0.2413113, 0.       ])
+
+    The same call on PyTorch; the gradient is ``softmax - target`` per
+    example, with the target smoothed, divided by the batch size for the
+    mean:
+
+    >>> import torch
+    >>> x = torch.tensor([[2.0, 0.5, -1.0], [0.0, 3.0, 1.0]], requires_grad=True)
+    >>> loss = cross_entropy(x, torch.tensor([0, 1]), label_smoothing=0.1)
+    >>> loss.backward()
+    >>> loss.item()
+    0.3639...
+    >>> x.grad
+    tensor([[-0.0739,  0.0710,  0.0029],
+            [ 0.0043, -0.0448,  0.0404]])
+
+    And on JAX, under ``jax.jit``, with the class axis of PyTorch's
+    ``(N, C, d)`` layout:
+
+    >>> import jax, jax.numpy as jnp
+    >>> x = jnp.zeros((2, 3, 4), dtype=jnp.float32)
+    >>> y = jnp.ones((2, 4), dtype=jnp.int32)
+    >>> f = jax.jit(lambda x, y: cross_entropy(x, y, axis=1))
+    >>> float(f(x, y))  # log 3
+    1.0986123085021973
+    """
+    reduction = _args.check_choice(_FUNC, "reduction", reduction, _REDUCTIONS)
+    smoothing = _args.check_fraction(_FUNC, "label_smoothing", label_smoothing)
+    ignore = _args.check_optional_int(_FUNC, "ignore_index", ignore_index)
+    if target is None:
+        raise TypeError(f"{_FUNC}() argument 'target' must be an array, not None")
+    xp, arr = _compat.as_arrays(
+        _FUNC, logits=logits, target=target, weight=weight, where=where
+    )
+    x, t, w, mask = arr["logits"], arr["target"], arr["weight"], arr["where"]
+    _check_real(xp, "logits", x)
+    shape = tuple(x.shape)
+    i = _class_axis(axis, shape)
+    n_classes = shape[i]
+    examples = shape[:i] + shape[i + 1 :]
+
+    if xp.isdtype(t.dtype, "integral"):
+        probabilities = False
+        _check_target_shape(t, "class indices", examples, f"logits without axis {axis}")
+    elif xp.isdtype(t.dtype, "real floating"):
+        probabilities = True
+        _check_target_shape(t, "probabilities", shape, "logits")
+        if ignore is not None:
+            raise ValueError(
+                f"{_FUNC}() ignore_index={ignore} applies to class-index "
+                "targets only; mask probability targets with where="
+            )
+    else:
+        raise TypeError(
+            f"{_FUNC}() target must hold integer class indices or floating "
+            f"probabilities, got dtype {t.dtype}"
+        )
+
+    out_dtype = _float_dtype(xp, x)
+    if w is not None:
+        _check_real(xp, "weight", w)
+        if w.ndim != 1 or not _args.same_shape(tuple(w.shape), (n_classes,)):
+            raise ValueError(
+                f"{_FUNC}() weight must have one entry per class, shape "
+                f"({n_classes},); got {tuple(w.shape)}"
+            )
+        out_dtype = xp.result_type(out_dtype, _float_dtype(xp, w))
+    if probabilities:
+        out_dtype = xp.result_type(out_dtype, t.dtype)
+    if mask is not None:
+        _args.check_mask(_FUNC, xp, mask, examples, f"the examples' shape {examples}")
+        mask = xp.broadcast_to(mask, examples)
+
+    if not probabilities:
+        # Compared in the indexing dtype, so that a narrow target dtype
+        # neither wraps ignore_index around nor overflows on it.
+        index = _compat.index_dtype(xp, _compat.device(t))
+        if ignore is not None:
+            info = xp.iinfo(index)
+            if not info.min <= ignore <= info.max:
+                raise ValueError(
+                    f"{_FUNC}() ignore_index={ignore} lies outside the range of "
+                    f"class indices ({index})"
+                )
+        t = xp.astype(t, index)
+        _check_indices(xp, t, n_classes, ignore, mask)
+
+    work = _compat.compute_dtype(xp, out_dtype, _compat.device(x))
+    if any(n == 0 for n in examples):
+        # No examples: nothing is counted.
+        loss = xp.zeros(examples, dtype=out_dtype, device=_compat.device(x))
+        if reduction != "none":
+            loss = xp.sum(loss)
+        return _compat.finalize(xp, loss)
+    compensated = _compensate(work, out_dtype)
+    if w is not None:
+        w = xp.astype(w, work)
+
+    def run(part: tuple[Any, ...], example_part: tuple[Any, ...]) -> Any:
+        return _impl.per_example(
+            xp,
+            xp.astype(x[part], work),
+            xp.astype(t[part], work) if probabilities else t[example_part],
+            i,
+            probabilities=probabilities,
+            weight=w,
+            ignore_index=ignore,
+            where=None if mask is None else mask[example_part],
+            smoothing=smoothing,
+            compensated=compensated,
+        )
+
+    cut, blocks = _blocks(x, i)
+    with _compat.errstate(xp):
+        parts = [run(*block) for block in blocks]
+        loss, counted, weights = parts[0]
+        if len(parts) > 1:
+            loss, counted, weights = (
+                None if part is None else xp.concat([q[k] for q in parts], axis=cut)
+                for k, part in enumerate(parts[0])
+            )
+        loss = _impl.reduce(xp, loss, counted, weights, reduction, compensated)
+    return _compat.finalize(xp, xp.astype(loss, out_dtype))
