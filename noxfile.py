@@ -28,7 +28,7 @@ REFERENCE = MANIFESTS["torch"].install
 
 def _run_tests(session: nox.Session, backend: str) -> None:
     manifest = MANIFESTS[backend]
-    session.install(".[test]", *REFERENCE, *manifest.install)
+    session.install(".[test]", *dict.fromkeys([*REFERENCE, *manifest.install]))
     session.env.update(manifest.env)
     session.run(
         "pytest",
