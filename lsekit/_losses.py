@@ -116,12 +116,11 @@ def _blocks(x: Any, i: int) -> tuple[int, list[tuple[tuple[Any, ...], ...]]]:
     b = axes[0]
     step = max(1, _BLOCK // (math.prod(shape) // shape[b]))
     cut = b - (b > i)
+    # Stops stay within the axis: the standard leaves larger ones undefined.
+    parts = [slice(i, min(i + step, shape[b])) for i in range(0, shape[b], step)]
     return cut, [
-        (
-            (*(slice(None),) * b, slice(start, start + step)),
-            (*(slice(None),) * cut, slice(start, start + step)),
-        )
-        for start in range(0, shape[b], step)
+        ((*(slice(None),) * b, part, ...), (*(slice(None),) * cut, part, ...))
+        for part in parts
     ]
 
 

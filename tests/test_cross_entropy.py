@@ -915,3 +915,19 @@ def test_out_of_range_index_masked_by_where(bk, bad, rng):
     else:
         with pytest.raises(ValueError, match=rf"class index {bad}\b"):
             cross_entropy(a, target, where=bk.asarray(mask, None))
+
+
+@pytest.mark.parametrize("axis", [1, -1])
+def test_batch_larger_than_a_block(bk, rng, axis):
+    # Eager backends cut a batch of more than 2**18 logits into blocks along
+    # its first axis (the last block shorter): the result is that of the
+    # whole, PyTorch's.
+    x = rng.normal(scale=4.0, size=(601, 3, 151))
+    i = axis % x.ndim
+    n_classes = x.shape[i]
+    target = rng.integers(0, n_classes, size=x.shape[:i] + x.shape[i + 1 :])
+    weight = rng.uniform(0.5, 2.0, n_classes)
+    case = Case(x, axis, target, False, weight, None, "none", 0.1)
+    _assert_close(
+        _run(bk, case), _torch(case), rtol=1e-12, atol=_torch_atol(case), msg=str(axis)
+    )
