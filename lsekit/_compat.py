@@ -17,12 +17,16 @@ from typing import Any
 import array_api_compat
 
 __all__ = [
+    "add_rows",
     "as_arrays",
+    "autodiff",
     "compute_dtype",
     "device",
     "errstate",
     "finalize",
     "index_dtype",
+    "namespace",
+    "put",
     "readable",
 ]
 
@@ -54,16 +58,18 @@ def _namespace(func: str, named: dict[str, Any]) -> ModuleType:
         ) from None
 
 
-def as_arrays(func: str, **named: Any) -> tuple[ModuleType, dict[str, Any]]:
+def as_arrays(
+    func: str, required: int = 1, **named: Any
+) -> tuple[ModuleType, dict[str, Any]]:
     """Return the common namespace and every non-None argument as its array.
 
     Arguments that are not arrays (Python scalars, lists, NumPy scalars) are
     converted with the namespace of the arrays among them, on their device.
-    The first argument is the data and may not be None.
+    The first ``required`` arguments are data and may not be None.
     """
-    first, value = next(iter(named.items()))
-    if value is None:
-        raise TypeError(f"{func}() argument {first!r} must be an array, not None")
+    for name, value in list(named.items())[:required]:
+        if value is None:
+            raise TypeError(f"{func}() argument {name!r} must be an array, not None")
     xp = _namespace(func, named)
     devices = {k: array_api_compat.device(v) for k, v in named.items() if _is_array(v)}
     # Under jax.jit a traced argument has no device yet (None); only the
@@ -153,3 +159,64 @@ def readable(x: Any) -> bool:
     if array_api_compat.is_torch_array(x):
         return not sys.modules["torch"].compiler.is_compiling()
     return not array_api_compat.is_lazy_array(x)
+
+
+def put(xp: ModuleType, x: Any, mask: Any, values: Any) -> Any:
+    """``x`` with ``x[mask] = values``, for 1-D ``x`` and ``mask``.
+
+    ``values`` come in the order of ``nonzero(mask)``, and ``x`` must be an
+    array the caller made and may overwrite. NumPy, PyTorch and CuPy arrays
+    are written in place; the standard has no scatter, so elsewhere each
+    masked position takes its value by its rank among the masked ones.
+    """
+    if (
+        array_api_compat.is_numpy_array(x)
+        or array_api_compat.is_torch_array(x)
+        or array_api_compat.is_cupy_array(x)
+    ):
+        x[mask] = values
+        return x
+    counts = xp.astype(mask, index_dtype(xp, device(x)))
+    rank = xp.clip(xp.cumulative_sum(counts) - 1, 0, None)
+    return xp.where(mask, xp.take(values, rank), x)
+
+
+def namespace(x: Any) -> ModuleType:
+    """The array-api-compat namespace of ``x``."""
+    return array_api_compat.array_namespace(x)
+
+
+def autodiff(*arrays: Any) -> str | None:
+    """The autodiff system that may differentiate through ``arrays``.
+
+    "torch" when PyTorch records a graph through them, "jax" for JAX arrays
+    (``jax.grad`` may trace any call), None otherwise.
+    """
+    first = arrays[0]
+    if array_api_compat.is_torch_array(first):
+        torch = sys.modules["torch"]
+        if torch.is_grad_enabled() and any(x.requires_grad for x in arrays):
+            return "torch"
+        return None
+    if array_api_compat.is_jax_array(first):
+        return "jax"
+    return None
+
+
+def add_rows(xp: ModuleType, x: Any, index: Any, values: Any) -> Any:
+    """``x`` with ``values[i]`` added to row ``index[i]``, repeats summed.
+
+    ``x`` must be an array the caller made and may overwrite.
+    """
+    if array_api_compat.is_jax_array(x):
+        return x.at[index].add(values)
+    if array_api_compat.is_torch_array(x):
+        return x.index_add_(0, index, values)
+    if array_api_compat.is_numpy_array(x):
+        sys.modules["numpy"].add.at(x, index, values)
+        return x
+    # The standard has no scatter-add: a one-hot matrix product sums the
+    # rows instead.
+    rows = xp.arange(x.shape[0], dtype=index.dtype, device=device(x))
+    onehot = xp.astype(rows[:, None] == index[None, :], x.dtype)
+    return x + xp.matmul(onehot, values)

@@ -262,10 +262,8 @@ def cross_entropy(
     reduction = _args.check_choice(_FUNC, "reduction", reduction, _REDUCTIONS)
     smoothing = _args.check_fraction(_FUNC, "label_smoothing", label_smoothing)
     ignore = _args.check_optional_int(_FUNC, "ignore_index", ignore_index)
-    if target is None:
-        raise TypeError(f"{_FUNC}() argument 'target' must be an array, not None")
     xp, arr = _compat.as_arrays(
-        _FUNC, logits=logits, target=target, weight=weight, where=where
+        _FUNC, 2, logits=logits, target=target, weight=weight, where=where
     )
     x, t, w, mask = arr["logits"], arr["target"], arr["weight"], arr["where"]
     _check_real(xp, "logits", x)

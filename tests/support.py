@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib
+from collections.abc import Iterator
 from typing import Any
 
 import array_api_compat
@@ -88,6 +90,24 @@ class Runtime:
         assert array_api_compat.device(result) == array_api_compat.device(like)
         want = like.dtype if dtype is None else dtype
         assert result.dtype == want, f"dtype {result.dtype}, expected {want}"
+
+
+@contextlib.contextmanager
+def jax_x64() -> Iterator[Any]:
+    """JAX with float64 enabled within the block, or a skip saying why.
+
+    The jax nox session sets JAX_ENABLE_X64; elsewhere ``jax.enable_x64``
+    switches it on for the block only.
+    """
+    jax = pytest.importorskip("jax")
+    if jax.config.jax_enable_x64:
+        yield jax
+        return
+    enable = getattr(jax, "enable_x64", None)
+    if enable is None:
+        pytest.skip("float64 on JAX needs JAX_ENABLE_X64=1 (no jax.enable_x64)")
+    with enable(True):
+        yield jax
 
 
 class NoDevice(RuntimeError):

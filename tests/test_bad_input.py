@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from lsekit import cross_entropy, log_softmax, logsumexp, softmax
+from lsekit import cross_entropy, log_softmax, logmatmulexp, logsumexp, softmax
 
 X = np.arange(6.0).reshape(2, 3)  # the 2-D input of every row
 FUNCS: dict[str, Callable[..., Any]] = {
@@ -411,6 +411,101 @@ def _cross_entropy_rows() -> list[Any]:
     ]  # fmt: skip
 
 
+def _logmatmulexp_rows() -> list[Any]:
+    fn = re.escape("logmatmulexp()")
+    lme = logmatmulexp
+    return [
+        # 0-d operands: matmul has no rule for them
+        (lambda: lme(np.array(1.0), X), ValueError,
+         rf"{fn} a must have at least one dimension$",
+         "a-0d"),
+        (lambda: lme(X, np.array(1.0)), ValueError,
+         rf"{fn} b must have at least one dimension$",
+         "b-0d"),
+        (lambda: lme(2.0, X), ValueError,
+         rf"{fn} a must have at least one dimension$",
+         "a-python-scalar"),
+        # inner dimensions; 1-D operands are named by their own shapes
+        (lambda: lme(X, np.ones((2, 4))), ValueError,
+         rf"{fn} inner dimensions differ: a of shape \(2, 3\) and b of shape "
+         r"\(2, 4\)$",
+         "inner-mismatch"),
+        (lambda: lme(X, X), ValueError,
+         rf"{fn} inner dimensions differ: a of shape \(2, 3\) and b of shape "
+         r"\(2, 3\)$",
+         "inner-mismatch-same-shape"),
+        (lambda: lme(np.ones(3), np.ones(4)), ValueError,
+         rf"{fn} inner dimensions differ: a of shape \(3,\) and b of shape "
+         r"\(4,\)$",
+         "inner-mismatch-vectors"),
+        (lambda: lme(np.ones(3), np.ones((2, 4, 5))), ValueError,
+         rf"{fn} inner dimensions differ: a of shape \(3,\) and b of shape "
+         r"\(2, 4, 5\)$",
+         "inner-mismatch-vector-a"),
+        (lambda: lme(np.ones((2, 3, 4)), np.ones(5)), ValueError,
+         rf"{fn} inner dimensions differ: a of shape \(2, 3, 4\) and b of shape "
+         r"\(5,\)$",
+         "inner-mismatch-vector-b"),
+        (lambda: lme(np.ones((3, 0)), np.ones((2, 4))), ValueError,
+         rf"{fn} inner dimensions differ: a of shape \(3, 0\) and b of shape "
+         r"\(2, 4\)$",
+         "inner-mismatch-empty"),
+        # batch dimensions
+        (lambda: lme(np.ones((2, 2, 3)), np.ones((3, 3, 4))), ValueError,
+         rf"{fn} batch dimensions do not broadcast: a of shape \(2, 2, 3\) and "
+         r"b of shape \(3, 3, 4\)$",
+         "batch-mismatch"),
+        (lambda: lme(np.ones((4, 2, 3)), np.ones((3, 2, 3, 5))), ValueError,
+         rf"{fn} batch dimensions do not broadcast: a of shape \(4, 2, 3\) and "
+         r"b of shape \(3, 2, 3, 5\)$",
+         "batch-mismatch-ranks"),
+        # the data
+        (lambda: lme(X + 1j, X.T), TypeError,
+         rf"{fn} a must be real, got dtype complex128$",
+         "a-complex"),
+        (lambda: lme(X, X.T.astype(np.complex64)), TypeError,
+         rf"{fn} b must be real, got dtype complex64$",
+         "b-complex"),
+        (lambda: lme(np.array([["a", "b", "c"]]), X.T), TypeError,
+         rf"{fn} argument 'a' must hold numbers, got dtype <U1$",
+         "a-str"),
+        (lambda: lme(X, np.array([["a"], ["b"], ["c"]])), TypeError,
+         rf"{fn} argument 'b' must hold numbers, got dtype <U1$",
+         "b-str"),
+        (lambda: lme(np.array([[1.0, None, 2.0]], dtype=object), X.T), TypeError,
+         rf"{fn} argument 'a' must hold numbers, got dtype object$",
+         "a-object"),
+        (lambda: lme([[1.0], [1.0, 2.0]], X), TypeError,
+         rf"{fn} argument 'a' could not be converted to an array: "
+         r"\[\[1\.0\], \[1\.0, 2\.0\]\]",
+         "a-ragged-list"),
+        (lambda: lme(None, X), TypeError,
+         rf"{fn} argument 'a' must be an array, not None$",
+         "a-none"),
+        (lambda: lme(X, None), TypeError,
+         rf"{fn} argument 'b' must be an array, not None$",
+         "b-none"),
+        # two array libraries, two devices
+        (lambda: lme(X, _torch_ones((3, 2))), TypeError,
+         rf"{fn} got arrays from different libraries \(a is numpy\.ndarray, "
+         r"b is torch\.Tensor\)",
+         "numpy-a-torch-b"),
+        (lambda: lme(_torch_ones((2, 3)), X.T), TypeError,
+         rf"{fn} got arrays from different libraries \(a is torch\.Tensor, "
+         r"b is numpy\.ndarray\)",
+         "torch-a-numpy-b"),
+        (lambda: lme(_torch_ones((2, 3)), _torch_ones((3, 2), device="meta")),
+         ValueError,
+         rf"{fn} got arrays on different devices \(a on cpu, b on meta\)",
+         "torch-cpu-a-meta-b"),
+        # Both operands are positional-only, as in matmul.
+        (lambda: lme(a=X, b=X.T), TypeError,
+         rf"{fn} got some positional-only arguments passed as keyword "
+         r"arguments: 'a, b'$",
+         "keyword-operands"),
+    ]  # fmt: skip
+
+
 def _table() -> list[Any]:
     rows = []
     for name in FUNCS:
@@ -419,6 +514,8 @@ def _table() -> list[Any]:
             rows.append(pytest.param(call, exc, pattern, id=f"{name}-{ident}"))
     for call, exc, pattern, ident in _cross_entropy_rows():
         rows.append(pytest.param(call, exc, pattern, id=f"cross_entropy-{ident}"))
+    for call, exc, pattern, ident in _logmatmulexp_rows():
+        rows.append(pytest.param(call, exc, pattern, id=f"logmatmulexp-{ident}"))
     return rows
 
 
@@ -581,3 +678,54 @@ def test_cross_entropy_numpy_mixed_with_another_backend(bk):
     kind = re.escape(f"{type(x).__module__}.{type(x).__qualname__}")
     with pytest.raises(TypeError, match=rf"logits is {kind}, target is numpy\.ndarray"):
         cross_entropy(x, T)
+
+
+# logmatmulexp: the same rows on every backend ---------------------------------
+
+
+@pytest.mark.parametrize(
+    ("a_shape", "b_shape"),
+    [((2, 3), (2, 4)), ((3,), (4,)), ((2, 3, 4), (5,)), ((3,), (2, 4, 5))],
+    ids=str,
+)
+def test_logmatmulexp_inner_dimension_on_every_backend(bk, a_shape, b_shape):
+    a, b = bk.asarray(np.ones(a_shape)), bk.asarray(np.ones(b_shape))
+    # Shapes are known without computing, so lazy backends raise too, and
+    # the message shows the shapes as tuples whatever the library's type.
+    pattern = re.escape(
+        f"logmatmulexp() inner dimensions differ: a of shape {a_shape} and b of "
+        f"shape {b_shape}"
+    )
+    with pytest.raises(ValueError, match=pattern + "$"):
+        logmatmulexp(a, b)
+
+
+def test_logmatmulexp_batch_and_rank_on_every_backend(bk):
+    a, b = bk.asarray(np.ones((2, 2, 3))), bk.asarray(np.ones((3, 3, 4)))
+    pattern = re.escape(
+        "logmatmulexp() batch dimensions do not broadcast: a of shape (2, 2, 3) "
+        "and b of shape (3, 3, 4)"
+    )
+    with pytest.raises(ValueError, match=pattern + "$"):
+        logmatmulexp(a, b)
+    with pytest.raises(ValueError, match=r"a must have at least one dimension$"):
+        logmatmulexp(bk.asarray(np.array(1.0)), b)
+
+
+def test_logmatmulexp_complex_on_every_backend(bk):
+    a = bk.asarray(X, "complex128")
+    b = bk.asarray(X.T)
+    pattern = re.escape("logmatmulexp() a must be real, got dtype ") + re.escape(
+        str(a.dtype)
+    )
+    with pytest.raises(TypeError, match=pattern + "$"):
+        logmatmulexp(a, b)
+
+
+def test_logmatmulexp_numpy_mixed_with_another_backend(bk):
+    if bk.name == "numpy":
+        pytest.skip("the numpy backend's arrays are NumPy arrays")
+    a = bk.asarray(X)
+    kind = re.escape(f"{type(a).__module__}.{type(a).__qualname__}")
+    with pytest.raises(TypeError, match=rf"a is {kind}, b is numpy\.ndarray"):
+        logmatmulexp(a, X.T)

@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 
 from lsekit import cross_entropy
-from tests.support import exact_log_softmax, exact_softmax
+from tests.support import exact_log_softmax, exact_softmax, jax_x64
 
 EPS = 0.1
 # The entries of the gradient are differences (``Q * softmax_j - q_j``): a
@@ -170,14 +170,7 @@ class Jax:
 
 def _jax_x64() -> Iterator[Jax]:
     engine = Jax()
-    jax = engine.jax
-    if jax.config.jax_enable_x64:
-        yield engine
-        return
-    enable = getattr(jax, "enable_x64", None)
-    if enable is None:
-        pytest.skip("float64 on JAX needs JAX_ENABLE_X64=1 (no jax.enable_x64)")
-    with enable(True):
+    with jax_x64():
         yield engine
 
 

@@ -26,6 +26,7 @@ def test_public_surface():
         "__version__",
         "cross_entropy",
         "log_softmax",
+        "logmatmulexp",
         "logsumexp",
         "softmax",
     ]

@@ -14,7 +14,7 @@ import shutil
 import numpy as np
 import pytest
 
-from lsekit import cross_entropy, log_softmax, logsumexp, softmax
+from lsekit import cross_entropy, log_softmax, logmatmulexp, logsumexp, softmax
 
 X = np.array([[0.0, -40.0, 3.0], [-np.inf, -np.inf, -np.inf], [1000.0, 999.0, 1.0]])
 MASK = np.array([[True, True, False], [True, True, True], [False, True, True]])
@@ -263,3 +263,153 @@ def test_torch_compile_cross_entropy_matches_eager_and_gives_nan():
     assert np.isnan(got[1]), got
     assert np.isnan(got[4]), got
     np.testing.assert_array_max_ulp(got[[0, 2, 3]], eager[[0, 2, 3]], maxulp=1)
+
+
+# logmatmulexp -----------------------------------------------------------------
+#
+# Eager calls run the shifted matrix product and repair the cells it cannot
+# certify, picked out by reading the product. Under jax.jit and on Dask
+# nothing can be read before the graph runs: the product still runs, and
+# every cell is also computed exactly by broadcasting, the certified cells
+# keeping the product's value. So the two agree within the fast path's
+# error, not by construction bit for bit: where a cell is repaired on one
+# side and not the other, or XLA fuses or Dask splits the product (Dask
+# sums the per-chunk products over K), the roundings differ. The tolerance
+# is the accuracy bound of tests/test_logmatmulexp.py, which both sides
+# meet against the exact value: 4 ulps of max(|out|, |r| + |c|, 1) for the
+# roundings around the product, plus (K + 2) eps for the product's own
+# relative error. (Observed: bit-equal under jit, 1 ulp apart on Dask.)
+
+
+def _lme_cases():
+    rng = np.random.default_rng(20241122)
+    band_a = np.triu(np.tril(rng.normal(0, 30, (5, 4)), 1), -1)
+    band_b = np.triu(np.tril(rng.normal(0, 30, (4, 3)), 1), -1)
+    return {
+        "typical": (rng.normal(0, 3, (4, 5)), rng.normal(0, 3, (5, 3))),
+        # 400 + log 2 at (0, 0): both terms 1400 below r + c.
+        "crossed": (
+            np.array([[-500.0, 900.0, 0.0], [1.0, 2.0, 3.0]]),
+            np.array([[900.0, 0.0], [-500.0, 1.0], [0.0, 2.0]]),
+        ),
+        "wide-broadcast-batch": (
+            rng.normal(0, 600, (2, 1, 3, 4)),
+            rng.normal(0, 600, (3, 4, 2)),
+        ),
+        "vector-times-batch": (rng.normal(0, 600, 4), rng.normal(0, 600, (2, 4, 3))),
+        "banded-minus-inf": (
+            np.where(band_a == 0, -np.inf, band_a),
+            np.where(band_b == 0, -np.inf, band_b),
+        ),
+    }
+
+
+LME_NONFINITE = (
+    np.array([[np.inf, 0.0, 1.0], [np.nan, 2.0, 0.0], [-np.inf, -np.inf, 5.0]]),
+    np.array([[0.0, -np.inf], [1.0, 2.0], [np.inf, 3.0]]),
+)
+
+
+def _lme_tolerance(a, b, want):
+    """4 ulps of max(|out|, |r| + |c|, 1) plus (K + 2) eps, per cell."""
+    am = a[None, :] if a.ndim == 1 else a
+    bm = b[:, None] if b.ndim == 1 else b
+    with np.errstate(invalid="ignore"):
+        s = (
+            np.abs(np.max(am, axis=-1))[..., :, None]
+            + np.abs(np.max(bm, axis=-2))[..., None, :]
+        )
+    batch = np.broadcast_shapes(am.shape[:-2], bm.shape[:-2])
+    s = np.broadcast_to(s, (*batch, am.shape[-2], bm.shape[-1])).reshape(want.shape)
+    s = np.maximum(np.where(np.isfinite(s), s, 0.0), 1.0)
+    s = np.maximum(s, np.where(np.isfinite(want), np.abs(want), 0.0))
+    return 4 * np.spacing(s) + (am.shape[-1] + 2) * np.finfo(np.float64).eps
+
+
+def _matmul_shape(a, b):
+    return np.matmul(np.zeros(a.shape), np.zeros(b.shape)).shape
+
+
+def _assert_lme_close(got, want, a, b, name):
+    got, want = np.asarray(got), np.asarray(want)
+    assert got.shape == want.shape, name
+    assert got.dtype == want.dtype == np.float64, name
+    for kind in (np.isnan, np.isposinf, np.isneginf):
+        np.testing.assert_array_equal(kind(got), kind(want), err_msg=name)
+    finite = np.isfinite(want)
+    err = np.abs(np.where(finite, got, 0.0) - np.where(finite, want, 0.0))
+    tol = _lme_tolerance(a, b, want)
+    assert np.all(err <= tol), (name, got, want, err / tol)
+
+
+def test_jax_jit_logmatmulexp_matches_eager():
+    jax = pytest.importorskip("jax")
+    if not jax.config.jax_enable_x64:
+        pytest.skip("the bound is for float64 (set JAX_ENABLE_X64=1)")
+    jnp = jax.numpy
+    jitted = jax.jit(logmatmulexp)
+    cases = {**_lme_cases(), "inf-and-nan": LME_NONFINITE}
+    for name, (a, b) in cases.items():
+        x, y = jnp.asarray(a), jnp.asarray(b)
+        eager = np.asarray(logmatmulexp(x, y))
+        assert eager.shape == _matmul_shape(a, b), name
+        _assert_lme_close(jitted(x, y), eager, a, b, name)
+    # The guard: the crossed cell is finite and right on both sides.
+    got = np.asarray(jitted(*map(jnp.asarray, cases["crossed"])))
+    np.testing.assert_allclose(got[0, 0], 400 + np.log(2), rtol=1e-15)
+
+
+def test_dask_logmatmulexp_is_lazy_until_compute():
+    da = pytest.importorskip("dask.array")
+    import dask
+
+    cases = _lme_cases()
+    computed = []
+
+    class Watch(dask.callbacks.Callback):
+        def _start(self, dsk):
+            computed.append(len(dsk))
+
+    with Watch():
+        results = {
+            name: logmatmulexp(da.from_array(a, chunks=2), da.from_array(b, chunks=2))
+            for name, (a, b) in cases.items()
+        }
+        assert computed == [], "the graph ran before compute()"
+        computed_results = dask.compute(results)[0]
+        assert computed, "the callback missed a compute()"
+    for name, (a, b) in cases.items():
+        assert isinstance(results[name], da.Array), name
+        assert results[name].shape == _matmul_shape(a, b), name
+        _assert_lme_close(computed_results[name], logmatmulexp(a, b), a, b, name)
+
+
+@pytest.mark.parametrize("unknown", ["rows", "columns", "inner"])
+def test_dask_logmatmulexp_of_unknown_length(unknown):
+    # Boolean indexing leaves a Dask length unknown (NaN) until computed.
+    da = pytest.importorskip("dask.array")
+    a, b = _lme_cases()["crossed"]
+    a = np.concatenate([a, [[7.0, -1.0, 2.0]]])
+    da_a, da_b = da.from_array(a, chunks=2), da.from_array(b, chunks=2)
+    if unknown == "rows":
+        x, y = da_a[da_a[:, 2] != 3.0], da_b
+        na, nb = a[a[:, 2] != 3.0], b
+    elif unknown == "columns":
+        x, y = da_a, da_b[:, da_b[0] > 0]
+        na, nb = a, b[:, b[0] > 0]
+    else:
+        keep = np.array([True, True, False])
+        mask = da.from_array(keep, chunks=2)
+        x, y = da_a[:, mask], da_b[mask]
+        na, nb = a[:, keep], b[keep]
+    assert any(np.isnan(d) for d in (*x.shape, *y.shape))
+    # Dask's own matrix product needs the lengths: lsekit says so, before
+    # any graph is built, and works once they are known.
+    with pytest.raises(ValueError, match=r"needs known lengths.*compute_chunk_sizes"):
+        logmatmulexp(x, y)
+    # Masking the inner axis leaves an empty chunk, which the compensated
+    # float64 sum cannot fold (a gap listed in backends/dask.toml): the
+    # arrays are rechunked, as the gap says.
+    x, y = x.compute_chunk_sizes().rechunk(2), y.compute_chunk_sizes().rechunk(2)
+    got = logmatmulexp(x, y).compute()
+    _assert_lme_close(got, logmatmulexp(na, nb), na, nb, unknown)

@@ -1,42 +1,116 @@
-"""The README's examples run as written."""
+"""The README's and the docs' examples run as written.
+
+Each python block of README.md runs on its own. The python blocks of each
+``docs/*.md`` file run in order in one shared namespace, as a reader would
+run them one after the other; a block that imports a library that is not
+installed skips itself and every later block of its file.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import doctest
+import importlib
 import importlib.util
 import pathlib
 import re
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
-README = pathlib.Path(__file__).resolve().parents[1] / "README.md"
-BLOCKS = re.findall(r"```python\n(.*?)```", README.read_text(encoding="utf-8"), re.S)
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
+
+
+def _blocks(path: pathlib.Path) -> list[str]:
+    return re.findall(r"```python\n(.*?)```", path.read_text(encoding="utf-8"), re.S)
+
+
+BLOCKS = _blocks(README)
+DOCS = [
+    path
+    for path in sorted((ROOT / "docs").glob("*.md"))
+    if _blocks(path)  # docs/accuracy.md has only a sh block
+]
 
 
 def _needs(code: str) -> list[str]:
-    return re.findall(r"^import (\w+)", code, re.M)
+    return re.findall(r"^(?:import|from)\s+(\w+)", code, re.M)
+
+
+def _missing(code: str) -> list[str]:
+    return [m for m in _needs(code) if importlib.util.find_spec(m) is None]
+
+
+def _gpu_missing(code: str) -> str | None:
+    """Why a block that needs a CUDA device cannot run, or None."""
+    if "cupy" not in _needs(code):
+        return None
+    if importlib.util.find_spec("cupy") is None:
+        return "cupy is not installed"
+    cupy = importlib.import_module("cupy")
+    try:
+        if cupy.cuda.runtime.getDeviceCount() < 1:
+            return "no CUDA device"
+    except cupy.cuda.runtime.CUDARuntimeError as exc:
+        return f"no CUDA device: {exc}"
+    return None
+
+
+def _run(code: str, namespace: dict[str, Any], name: str) -> None:
+    if code.lstrip().startswith(">>>"):
+        test = doctest.DocTestParser().get_doctest(code, namespace, name, None, 0)
+        runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS)
+        runner.run(test, clear_globs=False)
+        assert runner.failures == 0
+        namespace.update(test.globs)  # the DocTest ran on a copy
+    else:
+        exec(compile(code, name, "exec"), namespace)
+
+
+@contextlib.contextmanager
+def _jax_x64_restored(source: str) -> Iterator[None]:
+    """Undo a ``jax.config.update("jax_enable_x64", ...)`` of the examples.
+
+    A reader's script sets it once at the top; in the test session it would
+    change the dtypes of every later JAX test.
+    """
+    if "jax" not in source or importlib.util.find_spec("jax") is None:
+        yield
+        return
+    jax = importlib.import_module("jax")
+    before = bool(jax.config.jax_enable_x64)
+    try:
+        yield
+    finally:
+        jax.config.update("jax_enable_x64", before)
 
 
 @pytest.mark.parametrize("code", BLOCKS, ids=[f"block{i}" for i in range(len(BLOCKS))])
 def test_readme_block_runs(code):
-    for module in _needs(code):
-        if importlib.util.find_spec(module) is None:
-            pytest.skip(f"{module} is not installed")
-    if module_is_gpu(code):
-        cupy = pytest.importorskip("cupy")
-        try:
-            if cupy.cuda.runtime.getDeviceCount() < 1:
-                pytest.skip("no CUDA device")
-        except cupy.cuda.runtime.CUDARuntimeError as exc:
-            pytest.skip(f"no CUDA device: {exc}")
-    if code.lstrip().startswith(">>>"):
-        test = doctest.DocTestParser().get_doctest(code, {}, "README", None, 0)
-        runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS)
-        runner.run(test)
-        assert runner.failures == 0
-    else:
-        exec(compile(code, "README.md", "exec"), {})
+    for module in _missing(code):
+        pytest.skip(f"{module} is not installed")
+    reason = _gpu_missing(code)
+    if reason:
+        pytest.skip(reason)
+    with _jax_x64_restored(code):
+        _run(code, {}, "README.md")
 
 
-def module_is_gpu(code: str) -> bool:
-    return "cupy" in _needs(code)
+@pytest.mark.parametrize(
+    "path", DOCS, ids=[path.relative_to(ROOT).as_posix() for path in DOCS]
+)
+def test_docs_blocks_run(path):
+    name = path.relative_to(ROOT).as_posix()
+    blocks = _blocks(path)
+    namespace: dict[str, Any] = {"__name__": "__main__"}
+    with _jax_x64_restored(path.read_text(encoding="utf-8")):
+        for i, code in enumerate(blocks):
+            missing = _missing(code)
+            reason = f"{', '.join(missing)} not installed" if missing else None
+            reason = reason or _gpu_missing(code)
+            if reason:
+                ran = f" (blocks 0 to {i - 1} ran)" if i else ""
+                pytest.skip(f"{name}: block {i} and later skipped, {reason}{ran}")
+            _run(code, namespace, f"{name} (python block {i})")

@@ -1,0 +1,246 @@
+"""Public ``logmatmulexp``.
+
+This layer checks shapes and dtypes, applies ``matmul``'s rules (1-D
+operands, broadcast batch dimensions), repairs the cells that the fast
+matrix product cannot certify, and hooks the gradient into PyTorch's and
+JAX's autodiff; the arithmetic lives in ``_core.linalg``.
+"""
+
+from __future__ import annotations
+
+import math
+from types import ModuleType
+from typing import Any
+
+from . import _args, _compat, _native
+from ._core import linalg as _impl
+
+__all__ = ["logmatmulexp"]
+
+_FUNC = "logmatmulexp"
+# Elements of the (cells, K) or (rows, K, N) blocks of the exact paths.
+_BLOCK = 1 << 20
+
+
+def _dtypes(xp: ModuleType, a: Any, b: Any) -> tuple[Any, Any]:
+    """The result dtype and the dtype the product runs in.
+
+    float32 stays float32: the matrix product is the cost, and its
+    uncertified cells are repaired exactly. Half precision runs in float32.
+    """
+    out = xp.result_type(a.dtype, b.dtype)
+    if xp.isdtype(out, ("bool", "integral")):
+        out = _compat.compute_dtype(xp, out, _compat.device(a))
+    work = out if xp.finfo(out).bits >= 32 else xp.float32
+    return out, work
+
+
+def _check(xp: ModuleType, name: str, x: Any) -> None:
+    _args.check_numeric(_FUNC, name, xp, x)
+    if xp.isdtype(x.dtype, "complex floating"):
+        raise TypeError(f"{_FUNC}() {name} must be real, got dtype {x.dtype}")
+    if x.ndim == 0:
+        raise ValueError(f"{_FUNC}() {name} must have at least one dimension")
+
+
+def _cells(bad: Any, m: int, n: int) -> tuple[Any, Any, Any]:
+    """The flat positions of the cells marked in ``bad`` (..., M, N), and
+    the rows of ``a`` and columns of ``b`` (flattened over the batch) that
+    make each of them."""
+    xp = _compat.namespace(bad)
+    cells = xp.nonzero(xp.reshape(bad, (-1,)))[0]
+    batch = cells // (m * n)
+    return cells, batch * m + (cells // n) % m, batch * n + cells % n
+
+
+def _operands(xp: ModuleType, a: Any, b: Any) -> tuple[Any, Any]:
+    """The rows of ``a`` and the columns of ``b``, each as a (-1, K) array."""
+    k = a.shape[-1]
+    return xp.reshape(a, (-1, k)), xp.reshape(xp.matrix_transpose(b), (-1, k))
+
+
+def _blocks(n: int, k: int) -> list[slice]:
+    step = max(1, _BLOCK // max(1, k))
+    return [slice(start, min(start + step, n)) for start in range(0, n, step)]
+
+
+def _forward(a: Any, b: Any) -> tuple[Any, _impl.Shifted]:
+    """The product, and what its gradient needs."""
+    xp = _compat.namespace(a)
+    m, k, n = a.shape[-2], a.shape[-1], b.shape[-1]
+    fast = _impl.shifted_product(xp, a, b)
+    if not _compat.readable(fast.out):
+        exact = _impl.exact(xp, a, b, max(1, _BLOCK // (k * n)), True)
+        return xp.where(fast.certified, fast.out, exact), fast
+    cells, row, col = _cells(~fast.certified, m, n)
+    if cells.shape[0] == 0:
+        return fast.out, fast
+    rows, cols = _operands(xp, a, b)
+    values = [
+        _impl.exact_cells(
+            xp, xp.take(rows, row[part], axis=0), xp.take(cols, col[part], axis=0), True
+        )
+        for part in _blocks(int(cells.shape[0]), k)
+    ]
+    fixed = values[0] if len(values) == 1 else xp.concat(values)
+    bad = xp.reshape(~fast.certified, (-1,))
+    out = _compat.put(xp, xp.reshape(fast.out, (-1,)), bad, fixed)
+    return xp.reshape(out, tuple(fast.out.shape)), fast
+
+
+def _backward(
+    a: Any, b: Any, saved: tuple[Any, ...], out: Any, g: Any
+) -> tuple[Any, Any]:
+    """The gradients: two matrix products, and the uncertified cells' own."""
+    xp = _compat.namespace(a)
+    fast = _impl.Shifted(*saved)
+    m, k, n = a.shape[-2], a.shape[-1], b.shape[-1]
+    grad_a, grad_b = _impl.gradients(xp, a, b, fast, g)
+    bad = ~fast.certified
+    if not _compat.readable(out):
+        extra_a, extra_b = _impl.exact_gradients(
+            xp, a, b, out, xp.where(bad, g, 0.0), max(1, _BLOCK // (k * n))
+        )
+        return grad_a + extra_a, grad_b + extra_b
+    cells, row, col = _cells(bad, m, n)
+    if cells.shape[0] == 0:
+        return grad_a, grad_b
+    rows, cols = _operands(xp, a, b)
+    flat_a, flat_b = _operands(xp, grad_a, grad_b)
+    out, g = xp.reshape(out, (-1,)), xp.reshape(g, (-1,))
+    for part in _blocks(int(cells.shape[0]), k):
+        share = _impl.cell_gradients(
+            xp,
+            xp.take(rows, row[part], axis=0),
+            xp.take(cols, col[part], axis=0),
+            xp.take(out, cells[part]),
+            xp.take(g, cells[part]),
+        )
+        flat_a = _compat.add_rows(xp, flat_a, row[part], share)
+        flat_b = _compat.add_rows(xp, flat_b, col[part], share)
+    grad_a = xp.reshape(flat_a, tuple(a.shape))
+    grad_b = xp.matrix_transpose(xp.reshape(flat_b, (*b.shape[:-2], n, k)))
+    return grad_a, grad_b
+
+
+def logmatmulexp(a: Any, b: Any, /) -> Any:
+    """Compute ``log(exp(a) @ exp(b))`` without overflow or underflow.
+
+    The matrix product of two arrays held in log space, with ``matmul``'s
+    shape rules: the last two axes are the matrices, the others broadcast,
+    and a 1-D operand is a row (``a``) or a column (``b``) vector.
+
+    Parameters
+    ----------
+    a : array
+        Log-values of shape ``(..., M, K)`` or ``(K,)``.
+    b : array
+        Log-values of shape ``(..., K, N)`` or ``(K,)``.
+
+    Returns
+    -------
+    out : array
+        ``log(sum_k exp(a[..., i, k] + b[..., k, j]))``, of shape
+        ``(..., M, N)`` with the axes of 1-D operands removed, in the
+        operands' (promoted) dtype and library.
+
+    Raises
+    ------
+    ValueError
+        0-d operands, or inner dimensions that differ, or batch dimensions
+        that do not broadcast.
+    TypeError
+        Complex or non-numeric operands, or arrays of two libraries.
+
+    See Also
+    --------
+    logsumexp
+
+    Notes
+    -----
+    Shifting each row of ``a`` and each column of ``b`` by its maximum and
+    calling one matrix product is fast, but wrong (``-inf`` or a wrong
+    finite number) wherever the maxima of a row and a column sit at
+    different ``k``: every term of the cell is then far below the shifts.
+    Here the product is computed that way with clamped exponentials, each
+    cell is certified when the product is large enough that what was
+    clamped or lost cannot change it by an ulp, and only the uncertified
+    cells are recomputed exactly, as ``logsumexp_k(a_ik + b_kj)``. So the
+    result is exact on every input, at the cost of a matrix product on
+    typical ones. Cells with no pair of finite terms are ``-inf``; ``+inf``
+    and NaN propagate as they would through ``logsumexp(a[..., :, :, None]
+    + b[..., None, :, :], axis=-2)``.
+
+    The gradient (PyTorch's autograd, ``jax.grad``) is computed the same
+    way: two more matrix products for the certified cells, each uncertified
+    cell on its own, and 0 from a ``-inf`` cell.
+
+    On lazy arrays (Dask) and under ``jax.jit``, where the uncertified
+    cells cannot be picked out before the computation runs, every cell is
+    also computed exactly by broadcasting, a block of rows at a time:
+    correct, but at the cost of ``M * K * N`` exponentials.
+
+    float32 runs its matrix product in float32; float16 and bfloat16 run in
+    float32.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from lsekit import logmatmulexp
+    >>> a = np.array([[-500.0, 900.0]])
+    >>> b = np.array([[900.0], [-500.0]])
+    >>> logmatmulexp(a, b)  # 400 + log 2; the shifted product gives -inf
+    array([[400.69314718]])
+    >>> logmatmulexp(np.log([[0.5, 0.5]]), np.log([[0.9, 0.1], [0.2, 0.8]]))
+    array([[-0.597837 , -0.7985077]])
+    """
+    xp, arr = _compat.as_arrays(_FUNC, 2, a=a, b=b)
+    a, b = arr["a"], arr["b"]
+    _check(xp, "a", a)
+    _check(xp, "b", b)
+    vector_a, vector_b = a.ndim == 1, b.ndim == 1
+    if vector_a:
+        a = xp.reshape(a, (1, a.shape[0]))
+    if vector_b:
+        b = xp.reshape(b, (b.shape[0], 1))
+    k = a.shape[-1]
+    if not _args.same_shape((k,), (b.shape[-2],)):
+        raise ValueError(
+            f"{_FUNC}() inner dimensions differ: a of shape {tuple(arr['a'].shape)} "
+            f"and b of shape {tuple(arr['b'].shape)}"
+        )
+    try:
+        batch = _args.check_broadcast(
+            _FUNC, "b", tuple(b.shape[:-2]), tuple(a.shape[:-2])
+        )
+    except ValueError:
+        raise ValueError(
+            f"{_FUNC}() batch dimensions do not broadcast: a of shape "
+            f"{tuple(arr['a'].shape)} and b of shape {tuple(arr['b'].shape)}"
+        ) from None
+    m, n = a.shape[-2], b.shape[-1]
+    if not all(isinstance(d, int) for d in (*batch, m, k, n)):
+        # A Dask array after boolean indexing: its matrix product needs the
+        # lengths.
+        raise ValueError(
+            f"{_FUNC}() needs known lengths, got a of shape {tuple(a.shape)} and "
+            f"b of shape {tuple(b.shape)}; call compute_chunk_sizes() first"
+        )
+    out_dtype, work = _dtypes(xp, a, b)
+    a = xp.astype(xp.broadcast_to(a, (*batch, m, k)), work, copy=False)
+    b = xp.astype(xp.broadcast_to(b, (*batch, k, n)), work, copy=False)
+    shape = (*batch, m, n)
+    with _compat.errstate(xp):
+        if any(d == 0 for d in shape):
+            out = xp.zeros(shape, dtype=work, device=_compat.device(a))
+        elif k == 0:
+            out = xp.full(shape, -math.inf, dtype=work, device=_compat.device(a))
+        elif (library := _compat.autodiff(a, b)) is not None:
+            out = _native.load(library).differentiable(_forward, _backward)(a, b)
+        else:
+            out, _ = _forward(a, b)
+    if vector_b:
+        out = out[..., 0]
+    if vector_a:
+        out = out[..., 0, :] if not vector_b else out[..., 0]
+    return _compat.finalize(xp, xp.astype(out, out_dtype))

@@ -1,0 +1,32 @@
+"""JAX: a ``jax.custom_vjp``."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any
+
+import jax
+
+__all__ = ["differentiable"]
+
+
+@functools.cache
+def differentiable(
+    forward: Callable[[Any, Any], tuple[Any, tuple[Any, ...]]],
+    backward: Callable[..., tuple[Any, Any]],
+) -> Callable[[Any, Any], Any]:
+    @jax.custom_vjp
+    def function(a: Any, b: Any) -> Any:
+        return forward(a, b)[0]
+
+    def fwd(a: Any, b: Any) -> tuple[Any, tuple[Any, ...]]:
+        out, saved = forward(a, b)
+        return out, (a, b, out, tuple(saved))
+
+    def bwd(residuals: tuple[Any, ...], g: Any) -> tuple[Any, Any]:
+        a, b, out, saved = residuals
+        return backward(a, b, saved, out, g)
+
+    function.defvjp(fwd, bwd)
+    return function
