@@ -6,8 +6,6 @@ import functools
 from collections.abc import Callable
 from typing import Any
 
-import jax
-
 __all__ = ["differentiable"]
 
 
@@ -16,6 +14,10 @@ def differentiable(
     forward: Callable[[Any, Any], tuple[Any, tuple[Any, ...]]],
     backward: Callable[..., tuple[Any, Any]],
 ) -> Callable[[Any, Any], Any]:
+    # Imported here, so that the module imports (and its doctests collect)
+    # where jax is not installed.
+    import jax
+
     @jax.custom_vjp
     def function(a: Any, b: Any) -> Any:
         return forward(a, b)[0]

@@ -6,8 +6,6 @@ import functools
 from collections.abc import Callable
 from typing import Any
 
-import torch
-
 __all__ = ["differentiable"]
 
 
@@ -16,6 +14,10 @@ def differentiable(
     forward: Callable[[Any, Any], tuple[Any, tuple[Any, ...]]],
     backward: Callable[..., tuple[Any, Any]],
 ) -> Callable[[Any, Any], Any]:
+    # Imported here, so that the module imports (and its doctests collect)
+    # where torch is not installed.
+    import torch
+
     class Function(torch.autograd.Function):
         @staticmethod
         def forward(ctx: Any, a: Any, b: Any) -> Any:
