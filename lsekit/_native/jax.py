@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import importlib
 from collections.abc import Callable
 from typing import Any
 
@@ -15,10 +16,11 @@ def differentiable(
     backward: Callable[..., tuple[Any, Any]],
 ) -> Callable[[Any, Any], Any]:
     # Imported here, so that the module imports (and its doctests collect)
-    # where jax is not installed.
-    import jax
+    # where jax is not installed; typed as Any, since jax's annotations are
+    # there in some environments and not in others.
+    jax: Any = importlib.import_module("jax")
 
-    @jax.custom_vjp
+    @jax.custom_vjp  # type: ignore[untyped-decorator]
     def function(a: Any, b: Any) -> Any:
         return forward(a, b)[0]
 
@@ -31,4 +33,5 @@ def differentiable(
         return backward(a, b, saved, out, g)
 
     function.defvjp(fwd, bwd)
-    return function
+    result: Callable[[Any, Any], Any] = function
+    return result

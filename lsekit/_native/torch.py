@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import importlib
 from collections.abc import Callable
 from typing import Any
 
@@ -15,10 +16,11 @@ def differentiable(
     backward: Callable[..., tuple[Any, Any]],
 ) -> Callable[[Any, Any], Any]:
     # Imported here, so that the module imports (and its doctests collect)
-    # where torch is not installed.
-    import torch
+    # where torch is not installed; typed as Any, since torch's annotations
+    # are there in some environments and not in others.
+    torch: Any = importlib.import_module("torch")
 
-    class Function(torch.autograd.Function):
+    class Function(torch.autograd.Function):  # type: ignore[misc]
         @staticmethod
         def forward(ctx: Any, a: Any, b: Any) -> Any:
             out, saved = forward(a, b)
@@ -26,9 +28,10 @@ def differentiable(
             return out
 
         @staticmethod
-        @torch.autograd.function.once_differentiable
+        @torch.autograd.function.once_differentiable  # type: ignore[untyped-decorator]
         def backward(ctx: Any, g: Any) -> tuple[Any, Any]:
             a, b, out, *saved = ctx.saved_tensors
             return backward(a, b, tuple(saved), out, g)
 
-    return Function.apply
+    apply: Callable[[Any, Any], Any] = Function.apply
+    return apply
