@@ -28,6 +28,7 @@ __all__ = [
     "namespace",
     "put",
     "readable",
+    "reusing",
 ]
 
 
@@ -220,3 +221,105 @@ def add_rows(xp: ModuleType, x: Any, index: Any, values: Any) -> Any:
     rows = xp.arange(x.shape[0], dtype=index.dtype, device=device(x))
     onehot = xp.astype(rows[:, None] == index[None, :], x.dtype)
     return x + xp.matmul(onehot, values)
+
+
+class _Functional:
+    """Elementwise steps on arrays the caller made and no longer needs,
+    each returning its result: new arrays, as the standard computes them."""
+
+    def __init__(self, xp: ModuleType) -> None:
+        self.xp = xp
+
+    def exp(self, x: Any) -> Any:
+        return self.xp.exp(x)
+
+    def log(self, x: Any) -> Any:
+        return self.xp.log(x)
+
+    def abs(self, x: Any) -> Any:
+        return self.xp.abs(x)
+
+    def clamp_min(self, x: Any, low: float) -> Any:
+        return self.xp.maximum(x, low)
+
+    def zero_where(self, x: Any, mask: Any) -> Any:
+        return self.xp.where(mask, 0.0, x)
+
+    def zero_at(self, x: Any, at: Any) -> Any:
+        """``x`` (..., K) with ``x[..., at[..., 0]] = 0`` in every row."""
+        xp = self.xp
+        k = x.shape[-1]
+        columns = xp.arange(k, dtype=at.dtype, device=device(x))
+        return xp.where(columns == at, 0.0, x)
+
+
+class _NumPyLike(_Functional):
+    """The same steps written into the argument's memory (NumPy, CuPy):
+    no fresh allocation, whose first touch costs as much as the arithmetic
+    on matrices of a few megabytes."""
+
+    def __init__(self, xp: ModuleType, lib: ModuleType) -> None:
+        super().__init__(xp)
+        self.lib = lib
+
+    def exp(self, x: Any) -> Any:
+        return self.lib.exp(x, out=x)
+
+    def log(self, x: Any) -> Any:
+        return self.lib.log(x, out=x)
+
+    def abs(self, x: Any) -> Any:
+        return self.lib.abs(x, out=x)
+
+    def clamp_min(self, x: Any, low: float) -> Any:
+        return self.lib.maximum(x, low, out=x)
+
+    def zero_where(self, x: Any, mask: Any) -> Any:
+        x[mask] = 0
+        return x
+
+    def zero_at(self, x: Any, at: Any) -> Any:
+        rows = self.lib.reshape(x, (-1, x.shape[-1]))
+        flat = self.lib.reshape(at, (-1,))
+        rows[self.lib.arange(flat.shape[0]), flat] = 0
+        return x
+
+
+class _Torch(_Functional):
+    """The same steps as PyTorch's in-place methods."""
+
+    def exp(self, x: Any) -> Any:
+        return x.exp_()
+
+    def log(self, x: Any) -> Any:
+        return x.log_()
+
+    def abs(self, x: Any) -> Any:
+        return x.abs_()
+
+    def clamp_min(self, x: Any, low: float) -> Any:
+        return x.clamp_min_(low)
+
+    def zero_where(self, x: Any, mask: Any) -> Any:
+        return x.masked_fill_(mask, 0)
+
+    def zero_at(self, x: Any, at: Any) -> Any:
+        rows = x.view(-1, x.shape[-1])
+        flat = at.reshape(-1)
+        torch = sys.modules["torch"]
+        rows[torch.arange(flat.shape[0], device=x.device), flat] = 0
+        return x
+
+
+def reusing(xp: ModuleType, x: Any) -> _Functional:
+    """Elementwise steps that may overwrite their argument, for arrays like
+    ``x`` that the caller made: in place for NumPy, CuPy and eager PyTorch
+    (no autograd graph is recorded through them), as new arrays elsewhere
+    (JAX, Dask, array-api-strict, and under ``torch.compile``)."""
+    if array_api_compat.is_numpy_array(x):
+        return _NumPyLike(xp, sys.modules["numpy"])
+    if array_api_compat.is_cupy_array(x):
+        return _NumPyLike(xp, sys.modules["cupy"])
+    if array_api_compat.is_torch_array(x) and readable(x):
+        return _Torch(xp)
+    return _Functional(xp)

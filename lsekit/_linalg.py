@@ -8,6 +8,7 @@ JAX's autodiff; the arithmetic lives in ``_core.linalg``.
 
 from __future__ import annotations
 
+import functools
 import math
 from types import ModuleType
 from typing import Any
@@ -59,33 +60,87 @@ def _operands(xp: ModuleType, a: Any, b: Any) -> tuple[Any, Any]:
     return xp.reshape(a, (-1, k)), xp.reshape(xp.matrix_transpose(b), (-1, k))
 
 
+def _columns(xp: ModuleType, b: Any, col: Any) -> Any:
+    """The columns ``col`` of ``b`` (flattened over the batch), as a
+    (len(col), K) array: gathered, not a transposed copy of all of ``b``."""
+    k, n = b.shape[-2], b.shape[-1]
+    start = (col // n) * (k * n) + col % n
+    steps = xp.arange(k, dtype=col.dtype, device=_compat.device(b)) * n
+    index = xp.reshape(start[:, None] + steps[None, :], (-1,))
+    return xp.reshape(xp.take(xp.reshape(b, (-1,)), index), (col.shape[0], k))
+
+
 def _blocks(n: int, k: int) -> list[slice]:
     step = max(1, _BLOCK // max(1, k))
     return [slice(start, min(start + step, n)) for start in range(0, n, step)]
 
 
-def _forward(a: Any, b: Any) -> tuple[Any, _impl.Shifted]:
-    """The product, and what its gradient needs."""
+def _shifted(
+    xp: ModuleType, a: Any, b: Any, *, split: bool, keep: bool
+) -> tuple[_impl.Product, Any]:
+    ops = _compat.reusing(xp, a)
+    device = _compat.device(a)
+    return _impl.shifted_product(xp, a, b, ops, device, split=split, keep_product=keep)
+
+
+def _forward(a: Any, b: Any, keep: bool = False) -> tuple[Any, _impl.Shifted | None]:
+    """The product, and what its gradient needs (with ``keep``)."""
     xp = _compat.namespace(a)
     m, k, n = a.shape[-2], a.shape[-1], b.shape[-1]
-    fast = _impl.shifted_product(xp, a, b)
-    if not _compat.readable(fast.out):
-        exact = _impl.exact(xp, a, b, max(1, _BLOCK // (k * n)), True)
-        return xp.where(fast.certified, fast.out, exact), fast
-    cells, row, col = _cells(~fast.certified, m, n)
-    if cells.shape[0] == 0:
-        return fast.out, fast
-    rows, cols = _operands(xp, a, b)
-    values = [
-        _impl.exact_cells(
-            xp, xp.take(rows, row[part], axis=0), xp.take(cols, col[part], axis=0), True
-        )
-        for part in _blocks(int(cells.shape[0]), k)
-    ]
-    fixed = values[0] if len(values) == 1 else xp.concat(values)
-    bad = xp.reshape(~fast.certified, (-1,))
-    out = _compat.put(xp, xp.reshape(fast.out, (-1,)), bad, fixed)
-    return xp.reshape(out, tuple(fast.out.shape)), fast
+    if not _compat.readable(a):
+        # Lazy arrays and traces: the cells to repair cannot be picked out
+        # before the computation runs, so every cell is computed exactly;
+        # the shifted product serves the gradient only.
+        out = _impl.exact(xp, a, b, max(1, _BLOCK // (k * n)))
+        if not keep:
+            return out, None
+        fast, _ = _shifted(xp, a, b, split=False, keep=True)
+        certified = _impl.certified(xp, fast, k)
+        return out, _impl.Shifted(certified, fast.row_max, fast.col_max, fast.product)
+    fast, at = _shifted(xp, a, b, split=True, keep=keep)
+    out = xp.reshape(fast.out, (-1,))
+    # Cells whose P is too small to trust (but not 0, with finite shifts:
+    # those are exactly -inf) are recomputed exactly.
+    repair = xp.reshape(~fast.enough & (fast.out != -math.inf), (-1,))
+    # The cells that could be imprecise, or near 0, lie below a bound on
+    # |out|: typically few. They are checked one by one; those near 0 whose
+    # term at the row's maximum dominates take the log1p split, and the
+    # imprecise ones are recomputed exactly too.
+    size = _impl.precise_beyond(xp, fast.row_max, fast.col_max, k)
+    close = fast.enough & (fast.out < size) & (fast.out > -size)
+    cells, row, col = _cells(close, m, n)
+    if cells.shape[0] > 0:
+        r = xp.take(xp.reshape(fast.row_max, (-1,)), row)
+        c = xp.take(xp.reshape(fast.col_max, (-1,)), col)
+        value = xp.take(out, cells)
+        # b[..., ka_i, j], from the flat positions of b's entries.
+        at = xp.take(xp.reshape(at, (-1,)), row)
+        b_at = xp.take(xp.reshape(b, (-1,)), ((col // n) * k + at) * n + col % n)
+        rest = xp.take(xp.reshape(fast.rest, (-1,)), cells)
+        fixed = _impl.refine(xp, r, c, b_at, rest, value)
+        close = xp.reshape(close, (-1,))
+        out = _compat.put(xp, out, close, fixed)
+        imprecise = ~_impl.precise(xp, value, r + c, k)
+        repair = repair | _compat.put(xp, xp.zeros_like(close), close, imprecise)
+    cells, row, col = _cells(repair, m, n)
+    if cells.shape[0] > 0:
+        rows = xp.reshape(a, (-1, k))
+        values = [
+            _impl.exact_cells(
+                xp, xp.take(rows, row[part], axis=0), _columns(xp, b, col[part])
+            )
+            for part in _blocks(int(cells.shape[0]), k)
+        ]
+        fixed = values[0] if len(values) == 1 else xp.concat(values)
+        out = _compat.put(xp, out, repair, fixed)
+    out = xp.reshape(out, tuple(fast.out.shape))
+    if not keep:
+        return out, None
+    certified = xp.reshape(~repair, tuple(fast.out.shape))
+    return out, _impl.Shifted(certified, fast.row_max, fast.col_max, fast.product)
+
+
+_forward_kept = functools.partial(_forward, keep=True)
 
 
 def _backward(
@@ -105,14 +160,14 @@ def _backward(
     cells, row, col = _cells(bad, m, n)
     if cells.shape[0] == 0:
         return grad_a, grad_b
-    rows, cols = _operands(xp, a, b)
+    rows = xp.reshape(a, (-1, k))
     flat_a, flat_b = _operands(xp, grad_a, grad_b)
     out, g = xp.reshape(out, (-1,)), xp.reshape(g, (-1,))
     for part in _blocks(int(cells.shape[0]), k):
         share = _impl.cell_gradients(
             xp,
             xp.take(rows, row[part], axis=0),
-            xp.take(cols, col[part], axis=0),
+            _columns(xp, b, col[part]),
             xp.take(out, cells[part]),
             xp.take(g, cells[part]),
         )
@@ -162,22 +217,31 @@ def logmatmulexp(a: Any, b: Any, /) -> Any:
     calling one matrix product is fast, but wrong (``-inf`` or a wrong
     finite number) wherever the maxima of a row and a column sit at
     different ``k``: every term of the cell is then far below the shifts.
-    Here the product is computed that way with clamped exponentials, each
-    cell is certified when the product is large enough that what was
-    clamped or lost cannot change it by an ulp, and only the uncertified
-    cells are recomputed exactly, as ``logsumexp_k(a_ik + b_kj)``. So the
-    result is exact on every input, at the cost of a matrix product on
-    typical ones. Cells with no pair of finite terms are ``-inf``; ``+inf``
-    and NaN propagate as they would through ``logsumexp(a[..., :, :, None]
-    + b[..., None, :, :], axis=-2)``.
+    Here the product is computed that way with clamped exponentials, and a
+    cell keeps its value only where the product is large enough that what
+    was clamped or lost cannot change it, and where ``r + c`` and
+    ``log(P)`` do not cancel far below their own size. The other cells are
+    recomputed exactly, as ``logsumexp_k(a_ik + b_kj)``. So the result is
+    never ``-inf`` or NaN where the exact value is finite, at the cost of a
+    matrix product on typical inputs (log-probabilities, transition
+    matrices, banded ones with ``-inf`` off the band). Cells with no pair
+    of finite terms are ``-inf``; ``+inf`` and NaN propagate as they would
+    through ``logsumexp(a[..., :, :, None] + b[..., None, :, :], axis=-2)``.
+
+    Accuracy: a cell is within a few ulps of ``max(|out|, 1)``, a relative
+    error above 1 in magnitude and an absolute one near 0. Where the
+    cell's term at its row's maximum dominates (the diagonal of a
+    near-identity transition matrix, ``log(1 + exp(-40))``), the product is
+    split around that term and the cell keeps its relative precision near
+    0 too, as ``logsumexp``'s log1p split does.
 
     The gradient (PyTorch's autograd, ``jax.grad``) is computed the same
-    way: two more matrix products for the certified cells, each uncertified
-    cell on its own, and 0 from a ``-inf`` cell.
+    way: two more matrix products for the cells that kept their value, each
+    recomputed cell on its own, and 0 from a ``-inf`` cell.
 
-    On lazy arrays (Dask) and under ``jax.jit``, where the uncertified
-    cells cannot be picked out before the computation runs, every cell is
-    also computed exactly by broadcasting, a block of rows at a time:
+    On lazy arrays (Dask) and under ``jax.jit``, where the cells to
+    recompute cannot be picked out before the computation runs, every cell
+    is computed exactly by broadcasting, a block of rows at a time:
     correct, but at the cost of ``M * K * N`` exponentials.
 
     float32 runs its matrix product in float32; float16 and bfloat16 run in
@@ -193,6 +257,8 @@ def logmatmulexp(a: Any, b: Any, /) -> Any:
     array([[400.69314718]])
     >>> logmatmulexp(np.log([[0.5, 0.5]]), np.log([[0.9, 0.1], [0.2, 0.8]]))
     array([[-0.597837 , -0.7985077]])
+    >>> logmatmulexp(np.array([[0.0, -40.0]]), np.zeros((2, 1)))  # log(1 + e**-40)
+    array([[4.24835426e-18]])
     """
     xp, arr = _compat.as_arrays(_FUNC, 2, a=a, b=b)
     a, b = arr["a"], arr["b"]
@@ -236,7 +302,7 @@ def logmatmulexp(a: Any, b: Any, /) -> Any:
         elif k == 0:
             out = xp.full(shape, -math.inf, dtype=work, device=_compat.device(a))
         elif (library := _compat.autodiff(a, b)) is not None:
-            out = _native.load(library).differentiable(_forward, _backward)(a, b)
+            out = _native.load(library).differentiable(_forward_kept, _backward)(a, b)
         else:
             out, _ = _forward(a, b)
     if vector_b:

@@ -311,6 +311,34 @@ def test_seed_example(bk, dtype):
         assert err <= _spacing(np.array(400.7), dtype), (got, float(want))
 
 
+# Results near 0 ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+def test_near_zero_keeps_relative_precision(bk, dtype):
+    # Cells whose term at the row's maximum dominates, with results near 0:
+    # log(1 + e^-40), as in logsumexp, and the diagonal of the square of a
+    # near-identity ("sticky") transition matrix, log(0.999^2 + ...). The
+    # shifted product rounds P near 1 to an ulp of 1; these cells must be
+    # within a few ulps of their own magnitude, as the broadcast reference
+    # with logsumexp's log1p split is.
+    gen = np.random.default_rng(7)
+    off = np.log(0.001 * gen.dirichlet(np.ones(8), size=8))
+    sticky = np.where(np.eye(8, dtype=bool), np.log(0.999), off)
+    pairs = [
+        (np.array([[0.0, -40.0]]), np.array([[0.0], [0.0]])),
+        (rounded(sticky, dtype), rounded(sticky, dtype)),
+    ]
+    tiny, square = run(bk, pairs, dtype)
+    want = mpmath.log1p(mpmath.exp(-40))
+    assert abs(mpmath.mpf(float(tiny[0, 0])) - want) <= _spacing(float(want), dtype)
+    a = pairs[1][0]
+    hi, lo = exact(a, a)
+    diagonal = np.diagonal(errors(square, hi, lo))
+    ulps = diagonal / _spacing(np.diagonal(hi), dtype)
+    assert ulps.max() <= 2.0, (ulps, np.diagonal(hi))
+
+
 # Adversarial matrices, computed in batched calls -----------------------------------
 #
 # Every case is a (6, 7, 5) product (the extreme ones padded with -inf), so
