@@ -5,9 +5,9 @@ Speed and memory of ``lsekit.logmatmulexp(a, b)`` on NumPy and PyTorch
 
     python benchmarks/logmatmulexp.py [--size 1024] [--broadcast-size 512]
         [--repeats 7] [--broadcast-repeats 3] [--backend numpy|torch ...]
-        [--quick]
+        [--no-accuracy] [--quick]
 
-Four tables, in markdown:
+Five tables, in markdown:
 
 1. time against the unstable ``log(exp(a) @ exp(b))`` (one matrix product,
    wrong wherever ``exp`` overflows or underflows; NumPy's warnings silenced)
@@ -18,7 +18,10 @@ Four tables, in markdown:
 3. peak extra memory on NumPy, traced by tracemalloc, as a multiple of the
    bytes of the inputs plus the output (target: at most 4x);
 4. the adversarial "crossed maxima" input, whose every cell goes through
-   the exact repair path, against both peers at ``--broadcast-size``.
+   the exact repair path, against both peers at ``--broadcast-size``;
+5. the error against mpmath on the typical inputs at size 256, in ulps of
+   ``max(|out|, 1)``, of lsekit and of SciPy's logsumexp of the broadcast
+   (the cells with ``|out| < 2`` and a random sample of the others).
 
 Runs alternate lsekit and its peers on the same input, after one warm-up
 call of each, and report the median of the repeats; a ratio is lsekit's
@@ -456,6 +459,65 @@ def _header(backends: list[Backend]) -> None:
     print(f"load average at start: {_load()} (other processes skew the timings)")
 
 
+ACCURACY_SIZE = 256  # M = K = N of the accuracy table
+ACCURACY_CELLS = 400  # cells sampled per input, on top of those near 0
+
+
+def _exact_cell(a_row: np.ndarray, b_col: np.ndarray) -> Any:
+    """``log(sum(exp(a_row + b_col)))`` in mpmath, 40 digits, exact sums."""
+    import mpmath
+
+    with mpmath.workdps(40):
+        terms = [
+            mpmath.fadd(x, y, exact=True)
+            for x, y in zip(a_row.tolist(), b_col.tolist(), strict=True)
+            if x != -np.inf and y != -np.inf
+        ]
+        if not terms:
+            return mpmath.mpf("-inf")
+        top = max(terms)
+        return top + mpmath.log(mpmath.fsum(mpmath.exp(t - top) for t in terms))
+
+
+def table_accuracy(n: int) -> None:
+    """Worst error per cell on the typical inputs, in ulps of max(|out|, 1),
+    of lsekit (NumPy) and of SciPy's logsumexp of the broadcast, on the
+    cells whose exact value is below 2 in magnitude and on a random sample
+    of the others (mpmath, 40 digits)."""
+    print(
+        f"\n### 5. Error against mpmath, in ulps of max(|out|, 1), M = K = N = "
+        f"{n}: the cells with |out| < 2 and {ACCURACY_CELLS} others at random "
+        "(no target; lsekit keeps a cell's value where its error bound is at "
+        "most 24 such ulps)\n"
+    )
+    print("| input | dtype | cells | lsekit worst | scipy broadcast worst |")
+    print("|---|---|---|---|---|")
+    import mpmath
+
+    for kind in KINDS:
+        for dtype in DTYPES:
+            rng = np.random.default_rng(7)
+            a64, b64 = _inputs(kind, n, rng)
+            a, b = a64.astype(dtype), b64.astype(dtype)
+            out = lsekit.logmatmulexp(a, b)
+            finite = np.argwhere(np.isfinite(out))
+            near = finite[np.abs(out[tuple(finite.T)]) < 2.0]
+            pick = finite[rng.choice(len(finite), ACCURACY_CELLS, replace=False)]
+            worst = [0.0, 0.0]
+            for i, j in np.concatenate([near, pick]):
+                exact = _exact_cell(a[i].astype(np.float64), b[:, j].astype(np.float64))
+                unit = float(np.spacing(np.array(max(abs(float(exact)), 1.0), dtype)))
+                with np.errstate(all="ignore"):
+                    ref = special.logsumexp(a[i] + b[:, j])
+                for slot, got in enumerate((out[i, j], ref)):
+                    err = abs(mpmath.mpf(float(got)) - exact) / unit
+                    worst[slot] = max(worst[slot], float(err))
+            print(
+                f"| {_describe(kind)} | {dtype} | {len(near) + len(pick)} "
+                f"| {worst[0]:.2f} | {worst[1]:.2f} |"
+            )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, help="M = K = N (default 1024)")
@@ -471,6 +533,9 @@ def main(argv: list[str] | None = None) -> int:
         action="append",
         choices=("numpy", "torch"),
         help="repeatable; default both",
+    )
+    parser.add_argument(
+        "--no-accuracy", action="store_true", help="skip the accuracy table"
     )
     parser.add_argument(
         "--quick",
@@ -492,6 +557,8 @@ def main(argv: list[str] | None = None) -> int:
     if any(be.name == "numpy" for be in backends):
         table_memory(size, bsize)
     table_crossed(backends, bsize, brepeats, inner)
+    if not args.no_accuracy:
+        table_accuracy(128 if quick else ACCURACY_SIZE)
     print(
         f"\ntotal {time.perf_counter() - start:.0f} s; load average at end: {_load()}"
     )

@@ -9,6 +9,7 @@ against the Array API standard alone.
 from __future__ import annotations
 
 import contextlib
+import math
 import sys
 from collections.abc import Iterator
 from types import ModuleType
@@ -26,6 +27,7 @@ __all__ = [
     "finalize",
     "index_dtype",
     "namespace",
+    "positions",
     "put",
     "readable",
     "reusing",
@@ -162,20 +164,37 @@ def readable(x: Any) -> bool:
     return not array_api_compat.is_lazy_array(x)
 
 
-def put(xp: ModuleType, x: Any, mask: Any, values: Any) -> Any:
+def positions(xp: ModuleType, mask: Any) -> Any:
+    """``nonzero(mask)[0]`` for a 1-D ``mask``, on eager arrays.
+
+    On JAX, padded with 0 to the next power of two: every operation on the
+    positions compiles once per shape, and the padding keeps the shapes
+    few. ``put`` reads only as many values as ``mask`` holds.
+    """
+    if array_api_compat.is_jax_array(mask):
+        count = int(xp.sum(xp.astype(mask, index_dtype(xp, device(mask)))))
+        size = 0 if count == 0 else 1 << (count - 1).bit_length()
+        return sys.modules["jax.numpy"].nonzero(mask, size=size, fill_value=0)[0]
+    return xp.nonzero(mask)[0]
+
+
+def put(xp: ModuleType, x: Any, mask: Any, values: Any, at: Any = None) -> Any:
     """``x`` with ``x[mask] = values``, for 1-D ``x`` and ``mask``.
 
     ``values`` come in the order of ``nonzero(mask)``, and ``x`` must be an
     array the caller made and may overwrite. NumPy, PyTorch and CuPy arrays
-    are written in place; the standard has no scatter, so elsewhere each
-    masked position takes its value by its rank among the masked ones.
+    are written in place, through the positions ``at`` (``positions(mask)``)
+    where the caller has them, which is cheaper than the mask; the standard
+    has no scatter, so elsewhere each masked position takes its value by its
+    rank among the masked ones (and values past the masked count, from the
+    padding of ``positions``, are never read).
     """
     if (
         array_api_compat.is_numpy_array(x)
         or array_api_compat.is_torch_array(x)
         or array_api_compat.is_cupy_array(x)
     ):
-        x[mask] = values
+        x[mask if at is None else at] = values
         return x
     counts = xp.astype(mask, index_dtype(xp, device(x)))
     rank = xp.clip(xp.cumulative_sum(counts) - 1, 0, None)
@@ -230,20 +249,13 @@ class _Functional:
     def __init__(self, xp: ModuleType) -> None:
         self.xp = xp
 
-    def exp(self, x: Any) -> Any:
-        return self.xp.exp(x)
-
     def log(self, x: Any) -> Any:
         return self.xp.log(x)
 
-    def abs(self, x: Any) -> Any:
-        return self.xp.abs(x)
-
-    def clamp_min(self, x: Any, low: float) -> Any:
-        return self.xp.maximum(x, low)
-
-    def zero_where(self, x: Any, mask: Any) -> Any:
-        return self.xp.where(mask, 0.0, x)
+    def exp_floor(self, t: Any, x: Any, floor: float) -> Any:
+        """``exp(max(t, floor))``, and 0 where ``x`` is -inf."""
+        xp = self.xp
+        return xp.where(x == -math.inf, 0.0, xp.exp(xp.maximum(t, floor)))
 
     def zero_at(self, x: Any, at: Any) -> Any:
         """``x`` (..., K) with ``x[..., at[..., 0]] = 0`` in every row."""
@@ -262,21 +274,19 @@ class _NumPyLike(_Functional):
         super().__init__(xp)
         self.lib = lib
 
-    def exp(self, x: Any) -> Any:
-        return self.lib.exp(x, out=x)
-
     def log(self, x: Any) -> Any:
         return self.lib.log(x, out=x)
 
-    def abs(self, x: Any) -> Any:
-        return self.lib.abs(x, out=x)
-
-    def clamp_min(self, x: Any, low: float) -> Any:
-        return self.lib.maximum(x, low, out=x)
-
-    def zero_where(self, x: Any, mask: Any) -> Any:
-        x[mask] = 0
-        return x
+    def exp_floor(self, t: Any, x: Any, floor: float) -> Any:
+        # exp first, which sends -inf to 0 itself; then only the finite
+        # entries that fell below exp(floor), typically none, are raised.
+        lib = self.lib
+        e = lib.exp(t, out=t)
+        low = e < math.exp(floor)
+        low &= x != -math.inf
+        if low.any():
+            e[low] = math.exp(floor)
+        return e
 
     def zero_at(self, x: Any, at: Any) -> Any:
         rows = self.lib.reshape(x, (-1, x.shape[-1]))
@@ -288,20 +298,13 @@ class _NumPyLike(_Functional):
 class _Torch(_Functional):
     """The same steps as PyTorch's in-place methods."""
 
-    def exp(self, x: Any) -> Any:
-        return x.exp_()
-
     def log(self, x: Any) -> Any:
         return x.log_()
 
-    def abs(self, x: Any) -> Any:
-        return x.abs_()
-
-    def clamp_min(self, x: Any, low: float) -> Any:
-        return x.clamp_min_(low)
-
-    def zero_where(self, x: Any, mask: Any) -> Any:
-        return x.masked_fill_(mask, 0)
+    def exp_floor(self, t: Any, x: Any, floor: float) -> Any:
+        e = t.clamp_min_(floor).exp_()
+        empty = x == -math.inf
+        return e.masked_fill_(empty, 0) if empty.any() else e
 
     def zero_at(self, x: Any, at: Any) -> Any:
         rows = x.view(-1, x.shape[-1])

@@ -267,14 +267,11 @@ def test_torch_compile_cross_entropy_matches_eager_and_gives_nan():
 
 # logmatmulexp -----------------------------------------------------------------
 #
-# Eager calls run the shifted matrix product and repair the cells it cannot
-# certify, picked out by reading the product. Under jax.jit and on Dask
-# nothing can be read before the graph runs: the product still runs, and
-# every cell is also computed exactly by broadcasting, the certified cells
-# keeping the product's value. So the two agree within the fast path's
-# error, not by construction bit for bit: where a cell is repaired on one
-# side and not the other, or XLA fuses or Dask splits the product (Dask
-# sums the per-chunk products over K), the roundings differ. The tolerance
+# Eager calls run the shifted matrix product and recompute exactly the cells
+# whose value it cannot vouch for, picked out by reading the product. Under
+# jax.jit and on Dask nothing can be read before the graph runs: every cell
+# is computed exactly by broadcasting. So the two agree within the fast
+# path's error, not by construction bit for bit. The tolerance
 # is the accuracy bound of tests/test_logmatmulexp.py, which both sides
 # meet against the exact value: 4 ulps of max(|out|, |r| + |c|, 1) for the
 # roundings around the product, plus (K + 2) eps for the product's own

@@ -52,8 +52,8 @@ Against the broadcast reference in the same dtype
 
 Cost
     JAX compiles every operation afresh for each new shape, and lsekit's
-    eager repair for each new count of uncertified cells: 1 to 4 s per
-    call. Dask costs about 0.1 s per compute. So the shapes come from a
+    eager repair for each new power of two of cells to recompute: 1 to 4 s
+    per call. Dask costs about 0.1 s per compute. So the shapes come from a
     fixed menu, the adversarial cases ride in two batched calls per dtype,
     and each test computes its results together.
 """

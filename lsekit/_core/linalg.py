@@ -84,11 +84,10 @@ class Shifted(NamedTuple):
 def _exp_shifted(ops: Any, x: Any, m: Any, floor: float) -> Any:
     """``exp(x - m)`` clamped below at ``exp(floor)``; 0 where ``x`` is -inf.
 
-    A slice whose maximum ``m`` is NaN gives NaN (no cell of it is
-    certified).
+    A slice whose maximum ``m`` is NaN gives NaN (no cell of it keeps its
+    fast value).
     """
-    e = ops.exp(ops.clamp_min(x - m, floor))
-    return ops.zero_where(e, x == -_INF)
+    return ops.exp_floor(x - m, x, floor)
 
 
 def _rows_at(xp: ModuleType, x: Any, index: Any, device: Any) -> Any:
@@ -185,12 +184,15 @@ def shifted_product(
         p = xp.asarray(g, copy=True) if keep_product else None
         out = ops.log(g)
     del big_a, big_b
+    # NaN where a shift is NaN (a row or column whose maximum is not
+    # finite), so that such cells are never enough; nor is -inf, which is
+    # final where it stands. Two additions cost less than a second
+    # comparison.
+    out += r * 0.0
+    out += c * 0.0
     enough = out >= threshold
     out += r
     out += c
-    # A NaN shift (a row or column whose maximum is not finite) is never
-    # enough; nor is -inf, which is final where it stands.
-    enough &= out > -_INF
     return Product(out, enough, r, c, q, p), ka
 
 
