@@ -100,43 +100,54 @@ def _forward(a: Any, b: Any, keep: bool = False) -> tuple[Any, _impl.Shifted | N
     fast, at = _shifted(xp, a, b, split=True, keep=keep)
     out = xp.reshape(fast.out, (-1,))
     # Cells whose P is too small to trust (but not 0, with finite shifts:
-    # those are exactly -inf) are recomputed exactly.
-    repair = xp.reshape(~(fast.enough | (fast.out == -math.inf)), (-1,))
+    # those are exactly -inf) are recomputed exactly. Typically there are
+    # none, which one reduction tells.
+    repair = None
+    if not bool(xp.all(fast.enough)):
+        repair = xp.reshape(~(fast.enough | (fast.out == -math.inf)), (-1,))
     # The cells that could be imprecise, or near 0, lie below a bound on
     # |out|: typically few. They are checked one by one; those near 0 whose
     # term at the row's maximum dominates take the log1p split, and the
-    # imprecise ones are recomputed exactly too.
+    # imprecise ones are recomputed exactly too. (With every cell enough,
+    # no |out| is NaN, and the smallest tells whether there are any.)
     size = _impl.precise_beyond(xp, fast.row_max, fast.col_max, k)
-    close = (xp.abs(fast.out) < size) & fast.enough
-    cells, row, col = _cells(close, m, n)
-    if cells.shape[0] > 0:
-        r = xp.take(xp.reshape(fast.row_max, (-1,)), row)
-        c = xp.take(xp.reshape(fast.col_max, (-1,)), col)
-        value = xp.take(out, cells)
-        # b[..., ka_i, j], from the flat positions of b's entries.
-        at = xp.take(xp.reshape(at, (-1,)), row)
-        b_at = xp.take(xp.reshape(b, (-1,)), ((col // n) * k + at) * n + col % n)
-        rest = xp.take(xp.reshape(fast.rest, (-1,)), cells)
-        fixed = _impl.refine(xp, r, c, b_at, rest, value)
-        close = xp.reshape(close, (-1,))
-        out = _compat.put(xp, out, close, fixed, cells)
-        imprecise = ~_impl.precise(xp, value, r + c, k)
-        repair = repair | _compat.put(xp, xp.zeros_like(close), close, imprecise, cells)
-    cells, row, col = _cells(repair, m, n)
-    if cells.shape[0] > 0:
-        rows = xp.reshape(a, (-1, k))
-        values = [
-            _impl.exact_cells(
-                xp, xp.take(rows, row[part], axis=0), _columns(xp, b, col[part])
-            )
-            for part in _blocks(int(cells.shape[0]), k)
-        ]
-        fixed = values[0] if len(values) == 1 else xp.concat(values)
-        out = _compat.put(xp, out, repair, fixed, cells)
-    out = xp.reshape(out, tuple(fast.out.shape))
+    magnitude = xp.abs(fast.out)
+    if repair is not None or bool(xp.min(magnitude) < size):
+        close = (magnitude < size) & fast.enough
+        cells, row, col = _cells(close, m, n)
+        if cells.shape[0] > 0:
+            r = xp.take(xp.reshape(fast.row_max, (-1,)), row)
+            c = xp.take(xp.reshape(fast.col_max, (-1,)), col)
+            value = xp.take(out, cells)
+            # b[..., ka_i, j], from the flat positions of b's entries.
+            at = xp.take(xp.reshape(at, (-1,)), row)
+            b_at = xp.take(xp.reshape(b, (-1,)), ((col // n) * k + at) * n + col % n)
+            rest = xp.take(xp.reshape(fast.rest, (-1,)), cells)
+            fixed = _impl.refine(xp, r, c, b_at, rest, value)
+            close = xp.reshape(close, (-1,))
+            out = _compat.put(xp, out, close, fixed, cells)
+            imprecise = ~_impl.precise(xp, value, r + c, k)
+            imprecise = _compat.put(xp, xp.zeros_like(close), close, imprecise, cells)
+            repair = imprecise if repair is None else repair | imprecise
+    if repair is not None:
+        cells, row, col = _cells(repair, m, n)
+        if cells.shape[0] > 0:
+            rows = xp.reshape(a, (-1, k))
+            values = [
+                _impl.exact_cells(
+                    xp, xp.take(rows, row[part], axis=0), _columns(xp, b, col[part])
+                )
+                for part in _blocks(int(cells.shape[0]), k)
+            ]
+            fixed = values[0] if len(values) == 1 else xp.concat(values)
+            out = _compat.put(xp, out, repair, fixed, cells)
+    shape = tuple(fast.out.shape)
+    out = xp.reshape(out, shape)
     if not keep:
         return out, None
-    certified = xp.reshape(~repair, tuple(fast.out.shape))
+    certified = (
+        xp.ones_like(fast.enough) if repair is None else xp.reshape(~repair, shape)
+    )
     return out, _impl.Shifted(certified, fast.row_max, fast.col_max, fast.product)
 
 

@@ -184,13 +184,12 @@ def shifted_product(
         p = xp.asarray(g, copy=True) if keep_product else None
         out = ops.log(g)
     del big_a, big_b
-    # NaN where a shift is NaN (a row or column whose maximum is not
-    # finite), so that such cells are never enough; nor is -inf, which is
-    # final where it stands. Two additions cost less than a second
-    # comparison.
-    out += r * 0.0
+    # A NaN shift (a row or column whose maximum is not finite) makes its
+    # cells never enough: through log(P) for columns, through the
+    # threshold for rows, cheaper than a second comparison. Nor is -inf
+    # (P == 0), which is final where it stands.
     out += c * 0.0
-    enough = out >= threshold
+    enough = out >= threshold + r * 0.0
     out += r
     out += c
     return Product(out, enough, r, c, q, p), ka
