@@ -132,6 +132,13 @@ def logsumexp(
     ``-inf`` with sign 0 and no warning; ``+inf`` gives ``inf``; NaN
     propagates.
 
+    Under PyTorch's and JAX's autodiff the gradient in ``a`` is ``sign * b *
+    exp(a - out)`` (the softmax, without weights): 0, not NaN, for an all
+    ``-inf`` or fully masked slice, at masked entries and where ``b == 0``.
+    The gradient in ``b`` is ``sign * exp(a - out)``, at zero weights too.
+    Higher derivatives are those of the exact function, ties at the
+    maximum included.
+
     Examples
     --------
     >>> import numpy as np
@@ -146,6 +153,15 @@ def logsumexp(
     (np.float64(1.5413248546129181), np.float64(-1.0))
     >>> logsumexp(np.array([1.0, 2.0, 3.0]), where=np.array([True, False, False]))
     np.float64(1.0)
+
+    On PyTorch, the gradient of an all ``-inf`` slice is 0 (``torch.logsumexp``
+    gives NaN):
+
+    >>> import torch
+    >>> x = torch.tensor([-float("inf"), -float("inf")], requires_grad=True)
+    >>> logsumexp(x).backward()
+    >>> x.grad
+    tensor([0., 0.])
     """
     keepdims = _args.check_flag("logsumexp", "keepdims", keepdims)
     return_sign = _args.check_flag("logsumexp", "return_sign", return_sign)
@@ -165,6 +181,7 @@ def logsumexp(
     if not _args.same_shape(shape, tuple(a.shape)):
         a = xp.broadcast_to(a, shape)
     complex_ = xp.isdtype(work, "complex floating")
+    slope = None
     with _compat.errstate(xp):
         a = _masked(xp, a, where)
         if b is not None:
@@ -173,6 +190,8 @@ def logsumexp(
                 b = xp.broadcast_to(b, shape)
             if where is not None:
                 b = xp.where(where, b, 0.0)
+            if not complex_ and _compat.differentiable(b):
+                slope = (a, b)
             a = xp.where(b == 0, -math.inf, a)
         if _empty(a):
             out, sign = _empty_logsumexp(xp, a, axes, keepdims, work)
@@ -182,6 +201,8 @@ def logsumexp(
             out, sign = _impl.logsumexp(
                 xp, a, axes, b, keepdims, return_sign, _compensate(work, out_dtype)
             )
+            if slope is not None:
+                out = out + _zero_weight_slope(xp, *slope, out, sign, axes, keepdims)
     if not complex_:
         out = xp.astype(out, out_dtype)
         sign = xp.astype(sign, out_dtype)
@@ -201,6 +222,37 @@ def _as_weights(xp: ModuleType, a: Any, b: Any) -> Any:
         return xp.asarray(b, dtype=dtype, device=_compat.device(a))
     _, arr = _compat.as_arrays("logsumexp", a=a, b=b)
     return arr["b"]
+
+
+def _zero_weight_slope(
+    xp: ModuleType,
+    a: Any,
+    b: Any,
+    out: Any,
+    sign: Any,
+    axes: tuple[int, ...],
+    keepdims: bool,
+) -> Any:
+    """Zero, with the derivative in ``b`` of the entries where ``b == 0``.
+
+    Those entries are left out of the sum (their ``a`` may be infinite or
+    NaN), which would also cut them out of the gradient; yet a zero weight
+    has the slope ``sign * exp(a - out)`` like any other. The result is
+    ``log1p(sum(b * sign * exp(a - out)))`` over them: ``log(S + sum(b *
+    exp(a)))`` less ``log S`` in exact arithmetic, so its derivatives, the
+    second ones included, are those of the entries left out, and it is 0 in
+    value, ``b`` being 0. Its derivative in ``a`` is ``b * ...``, 0 too. The
+    exponential is capped, so that it never reaches ``inf`` and ``0 * inf``
+    never turns the value into NaN.
+    """
+    if not keepdims:
+        kept = tuple(1 if i in axes else n for i, n in enumerate(a.shape))
+        out, sign = xp.reshape(out, kept), xp.reshape(sign, kept)
+    live = (b == 0) & xp.isfinite(a) & xp.isfinite(out)
+    gap = xp.where(live, a - xp.where(xp.isfinite(out), out, 0.0), 0.0)
+    cap = math.log(xp.finfo(a.dtype).max) / 2
+    term = xp.where(live, b * (sign * xp.exp(xp.where(gap > cap, cap, gap))), 0.0)
+    return xp.log1p(xp.sum(term, axis=axes, keepdims=keepdims))
 
 
 def _empty_logsumexp(

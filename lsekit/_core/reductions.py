@@ -72,7 +72,7 @@ def _sum(xp: ModuleType, x: Any, axis: tuple[int, ...], compensated: bool) -> An
     if not compensated or not all(isinstance(n, int) for n in shape):
         return xp.sum(x, axis=axis, keepdims=True)
     kept = [i for i in range(len(shape)) if i not in axis]
-    n = math.prod(shape[i] for i in axis)
+    n = math.prod([shape[i] for i in axis])
     keep_shape = tuple(1 if i in axis else m for i, m in enumerate(shape))
     # TwoSum turns an infinite term into inf - inf; infinities and NaN
     # skip the fold and are added back, once, to its result.
@@ -98,11 +98,18 @@ def _split(
     is_max = a == m
     e = xp.exp(xp.where(finite, shifted, -_INF))
     present = is_max & (m > -_INF)
+    # W sums e (or b * e) over the maxima: the count (or weight) of the
+    # maxima in value, e being exactly 1 there, but a function of each
+    # maximum for autodiff. m then drops out of every derivative (it cancels
+    # as it does in exact arithmetic), instead of carrying the maxima's
+    # share: PyTorch and JAX split a max's gradient equally among ties, right
+    # neither for unequal weights nor for the second derivative of a tie.
+    at_max = xp.where(finite, e, 1.0)
     if b is None:
-        w = xp.sum(xp.astype(present, a.dtype), axis=axis, keepdims=True)
+        w = xp.sum(xp.where(present, at_max, 0.0), axis=axis, keepdims=True)
         terms = e
     else:
-        w = xp.sum(xp.where(present, b, 0.0), axis=axis, keepdims=True)
+        w = xp.sum(xp.where(present, b * at_max, 0.0), axis=axis, keepdims=True)
         # An infinite weight on a vanishing term is NaN, as in SciPy;
         # writing it as NaN * 0 rather than inf * 0 raises no warning.
         terms = xp.where((e == 0) & xp.isinf(b), _NAN, b) * e
@@ -130,17 +137,22 @@ def _log_abs_signed(xp: ModuleType, p: _Split) -> tuple[Any, Any, Any]:
     small = xp.where(w_big, p.s, p.w)
     big_zero = big == 0
     # inf / inf: the total is infinite when the signs agree and NaN
-    # (inf - inf) when they do not.
+    # (inf - inf) when they do not. The NaN is a constant, not small * NaN,
+    # whose derivative would turn the zero cotangent of the discarded branch
+    # into a NaN gradient.
     both_inf = xp.isinf(big) & xp.isinf(small)
     q = xp.where(
         both_inf,
-        xp.where(xp.sign(big) == xp.sign(small), 0.0, small * _NAN),
+        xp.where((big > 0) == (small > 0), 0.0, _NAN),
         small / xp.where(both_inf | big_zero, 1.0, big),
     )
     zero = big_zero | (q == -1.0)
     big_abs = xp.abs(xp.where(zero, 1.0, big))
     logabs = xp.log(big_abs) + xp.log1p(xp.where(zero, 0.0, q))
-    sign = xp.where(xp.isnan(logabs), _NAN, xp.sign(big))
+    # Comparisons rather than xp.sign, which array-api-compat writes for
+    # PyTorch with a boolean-mask assignment that torch.func.vmap rejects;
+    # the zero and NaN cases are settled by the callers' masks.
+    sign = xp.where(xp.isnan(logabs), _NAN, xp.where(big < 0, -1.0, 1.0))
     return logabs, sign, zero
 
 
