@@ -23,6 +23,7 @@ __all__ = [
     "autodiff",
     "compute_dtype",
     "device",
+    "differentiable",
     "errstate",
     "finalize",
     "index_dtype",
@@ -155,12 +156,16 @@ def readable(x: Any) -> bool:
     """Whether the values of ``x`` can be read now, cheaply and safely.
 
     False for Dask arrays (reading computes the graph), JAX tracers (inside
-    ``jax.jit``) and PyTorch tensors while ``torch.compile`` traces.
+    ``jax.jit``), PyTorch tensors while ``torch.compile`` traces, and those
+    that ``torch.func.vmap`` batches (one value per mapped slice).
     """
     if array_api_compat.is_jax_array(x):
         return not isinstance(x, sys.modules["jax"].core.Tracer)
     if array_api_compat.is_torch_array(x):
-        return not sys.modules["torch"].compiler.is_compiling()
+        torch = sys.modules["torch"]
+        return not (
+            torch.compiler.is_compiling() or torch._C._functorch.is_batchedtensor(x)
+        )
     return not array_api_compat.is_lazy_array(x)
 
 
@@ -209,18 +214,41 @@ def namespace(x: Any) -> ModuleType:
 def autodiff(*arrays: Any) -> str | None:
     """The autodiff system that may differentiate through ``arrays``.
 
-    "torch" when PyTorch records a graph through them, "jax" for JAX arrays
-    (``jax.grad`` may trace any call), None otherwise.
+    "torch" when PyTorch records a graph through them, carries forward-mode
+    tangents on them, or a ``torch.func`` transform wraps them (``vmap``
+    among them: the hook's batching rule keeps the eager path's reads of
+    values out of the batched code); "jax" for JAX arrays (``jax.grad`` may
+    trace any call); None otherwise.
     """
     first = arrays[0]
     if array_api_compat.is_torch_array(first):
         torch = sys.modules["torch"]
+        if torch.compiler.is_compiling():
+            # Dynamo traces no hook (nor the checks below); AOT autograd
+            # differentiates the traced operations themselves.
+            return None
         if torch.is_grad_enabled() and any(x.requires_grad for x in arrays):
+            return "torch"
+        wrapped = torch._C._functorch.is_functorch_wrapped_tensor
+        dual = torch.autograd.forward_ad.unpack_dual
+        if any(wrapped(x) or dual(x).tangent is not None for x in arrays):
             return "torch"
         return None
     if array_api_compat.is_jax_array(first):
         return "jax"
     return None
+
+
+def differentiable(x: Any) -> bool:
+    """Whether autodiff may differentiate through ``x``: always for JAX
+    arrays, and for PyTorch tensors that autograd, forward-mode AD or a
+    ``torch.func`` transform tracks, or while ``torch.compile`` traces."""
+    if array_api_compat.is_torch_array(x):
+        torch = sys.modules["torch"]
+        return (
+            torch.compiler.is_compiling() or x.requires_grad or autodiff(x) is not None
+        )
+    return array_api_compat.is_jax_array(x)
 
 
 def add_rows(xp: ModuleType, x: Any, index: Any, values: Any) -> Any:

@@ -194,6 +194,51 @@ def _backward(
     return grad_a, grad_b
 
 
+def _backward_twice(a: Any, b: Any, out: Any, g: Any) -> tuple[Any, Any]:
+    """The gradients of every cell by broadcasting: differentiable in turn,
+    through ``out`` too, at the cost of ``M * K * N`` exponentials."""
+    xp = _compat.namespace(a)
+    k, n = a.shape[-1], b.shape[-1]
+    return _impl.exact_gradients(xp, a, b, out, g, max(1, _BLOCK // (k * n)))
+
+
+def _tangent(a: Any, b: Any, saved: tuple[Any, ...], out: Any, da: Any, db: Any) -> Any:
+    """The forward-mode derivative: two matrix products, and the
+    uncertified cells' own."""
+    xp = _compat.namespace(a)
+    fast = _impl.Shifted(*saved)
+    m, k, n = a.shape[-2], a.shape[-1], b.shape[-1]
+    da = xp.broadcast_to(da, tuple(a.shape))
+    db = xp.broadcast_to(db, tuple(b.shape))
+    t = _impl.tangent(xp, a, b, fast, da, db)
+    bad = ~fast.certified
+    if not _compat.readable(out):
+        extra = _impl.exact_tangent(xp, a, b, out, da, db, max(1, _BLOCK // (k * n)))
+        return t + xp.where(bad, extra, 0.0)
+    cells, row, col = _cells(bad, m, n)
+    if cells.shape[0] == 0:
+        return t
+    rows, drows = xp.reshape(a, (-1, k)), xp.reshape(da, (-1, k))
+    flat_out = xp.reshape(out, (-1,))
+    values = [
+        _impl.cell_tangents(
+            xp,
+            xp.take(rows, row[part], axis=0),
+            _columns(xp, b, col[part]),
+            xp.take(flat_out, cells[part]),
+            xp.take(drows, row[part], axis=0),
+            _columns(xp, db, col[part]),
+        )
+        for part in _blocks(int(cells.shape[0]), k)
+    ]
+    fixed = values[0] if len(values) == 1 else xp.concat(values)
+    flat = _compat.put(xp, xp.reshape(t, (-1,)), xp.reshape(bad, (-1,)), fixed, cells)
+    return xp.reshape(flat, tuple(t.shape))
+
+
+_RULES = _native.Rules(_forward_kept, _backward, _backward_twice, _tangent)
+
+
 def logmatmulexp(a: Any, b: Any, /) -> Any:
     """Compute ``log(exp(a) @ exp(b))`` without overflow or underflow.
 
@@ -254,14 +299,20 @@ def logmatmulexp(a: Any, b: Any, /) -> Any:
     that term and the cell keeps its relative precision near 0 too, as
     ``logsumexp``'s log1p split does.
 
-    The gradient (PyTorch's autograd, ``jax.grad``) is computed the same
-    way: two more matrix products for the cells that kept their value, each
-    recomputed cell on its own, and 0 from a ``-inf`` cell.
+    The derivatives are computed the same way: the gradient (PyTorch's
+    autograd, ``jax.grad``) and the forward-mode tangent (``jax.jacfwd``,
+    ``torch.func.jacfwd``) by two more matrix products for the cells that
+    kept their value and each recomputed cell on its own, with 0 from a
+    ``-inf`` cell; JAX transposes the tangent for reverse mode. A second
+    derivative in PyTorch (``create_graph=True``) differentiates a gradient
+    computed by broadcasting, at the cost of ``M * K * N`` exponentials.
+    ``torch.func.vmap`` maps the call as one more batch dimension.
 
-    On lazy arrays (Dask) and under ``jax.jit``, where the cells to
-    recompute cannot be picked out before the computation runs, every cell
-    is computed exactly by broadcasting, a block of rows at a time:
-    correct, but at the cost of ``M * K * N`` exponentials.
+    On lazy arrays (Dask), under ``jax.jit`` and under ``torch.compile``,
+    where the cells to recompute cannot be picked out before the
+    computation runs, every cell is computed exactly by broadcasting, a
+    block of rows at a time: correct, but at the cost of ``M * K * N``
+    exponentials.
 
     float32 runs its matrix product in float32; float16 and bfloat16 run in
     float32.
@@ -321,7 +372,7 @@ def logmatmulexp(a: Any, b: Any, /) -> Any:
         elif k == 0:
             out = xp.full(shape, -math.inf, dtype=work, device=_compat.device(a))
         elif (library := _compat.autodiff(a, b)) is not None:
-            out = _native.load(library).differentiable(_forward_kept, _backward)(a, b)
+            out = _native.load(library).differentiable(_RULES)(a, b)
         else:
             out, _ = _forward(a, b)
     if vector_b:

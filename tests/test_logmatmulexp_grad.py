@@ -668,12 +668,13 @@ def test_jax_jit_matches_eager(jax_engine, case):
 def test_jax_jit_takes_the_broadcast_route(jax_engine, monkeypatch):
     # The comparison above is only worth something if eager and jitted
     # gradients come from different code: the per-cell repair, readable
-    # only outside a trace, and the blocked broadcast.
+    # only outside a trace, and the blocked broadcast. (JAX transposes the
+    # forward-mode rule, so the tangents are what runs.)
     import lsekit._core.linalg as impl
 
     jax = jax_engine.jax
     calls: list[str] = []
-    for name in ("cell_gradients", "exact_gradients"):
+    for name in ("cell_tangents", "exact_tangent"):
         original = getattr(impl, name)
 
         def spy(*args: Any, _name: str = name, _f: Any = original) -> Any:
@@ -689,8 +690,8 @@ def test_jax_jit_takes_the_broadcast_route(jax_engine, monkeypatch):
         return _jax_loss(*args)[0]
 
     jax.grad(loss, (0, 1))(*args)
-    assert calls == ["cell_gradients"]
+    assert calls == ["cell_tangents"]
     calls.clear()
     # A new function: jit traces it (the cached ones would not run Python).
     jax.jit(jax.grad(loss, (0, 1)))(*args)
-    assert calls == ["exact_gradients"]
+    assert calls == ["exact_tangent"]

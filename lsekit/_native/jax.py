@@ -1,4 +1,4 @@
-"""JAX: a ``jax.custom_vjp``."""
+"""JAX: a ``jax.custom_jvp``, which ``jax.grad`` transposes for reverse mode."""
 
 from __future__ import annotations
 
@@ -7,31 +7,28 @@ import importlib
 from collections.abc import Callable
 from typing import Any
 
+from . import Rules
+
 __all__ = ["differentiable"]
 
 
 @functools.cache
-def differentiable(
-    forward: Callable[[Any, Any], tuple[Any, tuple[Any, ...]]],
-    backward: Callable[..., tuple[Any, Any]],
-) -> Callable[[Any, Any], Any]:
+def differentiable(rules: Rules) -> Callable[[Any, Any], Any]:
     # Imported here, so that the module imports (and its doctests collect)
     # where jax is not installed; typed as Any, since jax's annotations are
     # there in some environments and not in others.
     jax: Any = importlib.import_module("jax")
 
-    @jax.custom_vjp  # type: ignore[untyped-decorator]
+    @jax.custom_jvp  # type: ignore[untyped-decorator]
     def function(a: Any, b: Any) -> Any:
-        return forward(a, b)[0]
+        return rules.forward(a, b)[0]
 
-    def fwd(a: Any, b: Any) -> tuple[Any, tuple[Any, ...]]:
-        out, saved = forward(a, b)
-        return out, (a, b, out, tuple(saved))
+    @function.defjvp  # type: ignore[untyped-decorator]
+    def jvp(primals: tuple[Any, Any], tangents: tuple[Any, Any]) -> tuple[Any, Any]:
+        a, b = primals
+        da, db = tangents
+        out, saved = rules.forward(a, b)
+        return out, rules.tangent(a, b, tuple(saved), out, da, db)
 
-    def bwd(residuals: tuple[Any, ...], g: Any) -> tuple[Any, Any]:
-        a, b, out, saved = residuals
-        return backward(a, b, saved, out, g)
-
-    function.defvjp(fwd, bwd)
     result: Callable[[Any, Any], Any] = function
     return result
