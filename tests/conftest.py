@@ -79,5 +79,11 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 @pytest.fixture
+def session_backends(request: pytest.FixtureRequest) -> list[str]:
+    """The backends this run tests (``--backend``, or every CPU one)."""
+    return _selected(request.config)
+
+
+@pytest.fixture
 def bk(request: pytest.FixtureRequest) -> Runtime:
     return open_backend(backends.load()[request.param])

@@ -110,6 +110,17 @@ def jax_x64() -> Iterator[Any]:
         yield jax
 
 
+def library_session(request: pytest.FixtureRequest, name: str) -> Any:
+    """The module ``name`` for tests of its own transformations, which run
+    where its backend is tested; in other sessions they skip (PyTorch is
+    installed in every session, as a reference, and compiling is slow)."""
+    if name not in request.getfixturevalue("session_backends"):
+        pytest.skip(
+            f"{name}'s own autodiff and transformations run with --backend {name}"
+        )
+    return pytest.importorskip(name)
+
+
 class NoDevice(RuntimeError):
     """The backend is installed but its device is absent."""
 
