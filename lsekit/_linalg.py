@@ -157,17 +157,16 @@ _forward_kept = functools.partial(_forward, keep=True)
 def _backward(
     a: Any, b: Any, saved: tuple[Any, ...], out: Any, g: Any
 ) -> tuple[Any, Any]:
-    """The gradients: two matrix products, and the uncertified cells' own."""
+    """The gradients: two matrix products, and the uncertified cells' own.
+
+    Eager PyTorch only: JAX differentiates the tangent, and under
+    ``torch.compile`` autograd differentiates the traced exact path.
+    """
     xp = _compat.namespace(a)
     fast = _impl.Shifted(*saved)
     m, k, n = a.shape[-2], a.shape[-1], b.shape[-1]
     grad_a, grad_b = _impl.gradients(xp, a, b, fast, g)
     bad = ~fast.certified
-    if not _compat.readable(out):
-        extra_a, extra_b = _impl.exact_gradients(
-            xp, a, b, out, xp.where(bad, g, 0.0), max(1, _BLOCK // (k * n))
-        )
-        return grad_a + extra_a, grad_b + extra_b
     cells, row, col = _cells(bad, m, n)
     if cells.shape[0] == 0:
         return grad_a, grad_b

@@ -296,7 +296,8 @@ def exact_gradients(
 ) -> tuple[Any, Any]:
     """Every cell's shares by broadcasting, ``block`` rows at a time.
 
-    For lazy arrays and traces; ``g`` is zero at the cells already handled.
+    Elementwise operations and sums only, through ``out`` too: a gradient
+    that autodiff can differentiate again (second derivatives).
     """
     grads_a = []
     grad_b = xp.zeros_like(b)
