@@ -143,7 +143,7 @@ def _log_abs_signed(xp: ModuleType, p: _Split) -> tuple[Any, Any, Any]:
     both_inf = xp.isinf(big) & xp.isinf(small)
     q = xp.where(
         both_inf,
-        xp.where((big > 0) == (small > 0), 0.0, _NAN),
+        xp.where((big > 0) == (small > 0), xp.zeros_like(big), _NAN),
         small / xp.where(both_inf | big_zero, 1.0, big),
     )
     zero = big_zero | (q == -1.0)
@@ -152,7 +152,7 @@ def _log_abs_signed(xp: ModuleType, p: _Split) -> tuple[Any, Any, Any]:
     # Comparisons rather than xp.sign, which array-api-compat writes for
     # PyTorch with a boolean-mask assignment that torch.func.vmap rejects;
     # the zero and NaN cases are settled by the callers' masks.
-    sign = xp.where(xp.isnan(logabs), _NAN, xp.where(big < 0, -1.0, 1.0))
+    sign = xp.where(xp.isnan(logabs), _NAN, 1.0 - 2.0 * xp.astype(big < 0, big.dtype))
     return logabs, sign, zero
 
 
