@@ -18,8 +18,11 @@ Bounds asserted, in ulps of the exact value in the result's dtype:
   coefficient), so no rounding is amplified by cancellation; what remains
   is a handful of roundings in a row (2.4 ulps at worst, observed, with
   probability targets, weights and smoothing).
-* float32: computed in float64 and rounded once, so half an ulp, plus
-  float64's error, some 2**-29 of a float32 ulp: 0.5 + 2**-20 is asserted.
+* float32: 4 ulps per example, as float64. The eager fast paths take the
+  exponentials in float32 (NumPy's vectorised exp is off by up to 2.4
+  ulps, PyTorch's by 0.6), sum them in float64 and form the loss there, so
+  that it is rounded once: within 0.5 + 2.5 ulps. Elsewhere float32 is
+  computed in float64 throughout (half an ulp).
 * float16 and bfloat16: computed in float32 and rounded once; float32's
   error is under 2**-10 of a half-precision ulp: 0.5 + 2**-8 is asserted.
 * 'sum' and 'mean' (float64): see ``test_sum_and_mean``.
@@ -40,7 +43,7 @@ from tests.families import FAMILIES, rows
 from tests.support import exact_log_softmax, exact_logsumexp, ulp_error
 
 DTYPES = {"float32": np.float32, "float64": np.float64}
-BOUND = {"float64": 4.0, "float32": 0.5 + 2.0**-20}
+BOUND = {"float64": 4.0, "float32": 4.0}
 HALF_BOUND = 0.5 + 2.0**-8
 
 # Not a binary fraction: a reference that used 1/10 instead of the double

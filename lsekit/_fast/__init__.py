@@ -1,0 +1,137 @@
+"""Native fast paths: one module per library, with the same names.
+
+Each module has ``accepts(x)``, ``eligible(x)``, ``transpose(x, perm)``,
+``as_rows(x, n)``, ``logsumexp(x2, exact)``, ``normalised(x2, kind,
+exact)``, ``cross_entropy(x2, target, ignore)``, ``sign(out)`` and
+``cast(x, dtype)``: the kernels of ``logsumexp``, ``log_softmax``,
+``softmax`` and the class-index ``cross_entropy`` over the rows of a 2-D
+float array, which take the exponentials in its dtype and sum them in
+float64. NumPy's and eager PyTorch's are blocked loops (``_blocked``);
+JAX's is one traced expression. The driver here lays the reduced axes out
+as rows and hands the rows that the eager kernels do not certify (JAX's
+decides itself) to the standard-only implementation in ``_core``. The fast
+paths are held to the same tests as ``_core``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+from collections.abc import Callable
+from types import ModuleType
+from typing import Any
+
+__all__ = ["cross_entropy", "kernels", "logsumexp", "normalised"]
+
+_MODULES = ("numpy", "torch", "jax")
+
+# The kernels found for each array type: the lookup runs on every call.
+_BY_TYPE: dict[type, ModuleType | None] = {}
+
+
+def kernels(x: Any) -> ModuleType | None:
+    """The kernel module for ``x``, or None when none applies to it."""
+    kind = type(x)
+    if kind not in _BY_TYPE:
+        found = None
+        for name in _MODULES:
+            module = importlib.import_module(f"{__name__}.{name}")
+            if module.accepts(x):
+                found = module
+        _BY_TYPE[kind] = found
+    kern = _BY_TYPE[kind]
+    return kern if kern is not None and kern.eligible(x) else None
+
+
+def _layout(
+    x: Any, axes: tuple[int, ...]
+) -> tuple[tuple[int, ...], tuple[int, ...], int]:
+    """The permutation that puts the reduced axes last, the permuted shape,
+    and the number of kept axes."""
+    ndim = x.ndim
+    kept = tuple(i for i in range(ndim) if i not in axes)
+    perm = (*kept, *axes)
+    shape = tuple(x.shape[i] for i in perm)
+    return perm, shape, len(kept)
+
+
+def _rows(
+    kern: ModuleType, x: Any, perm: tuple[int, ...], shape: tuple[int, ...], nkept: int
+) -> Any:
+    """``x`` with its axes in the order ``perm`` (of shape ``shape``), as
+    C-contiguous rows of the last ``x.ndim - nkept`` axes."""
+    if perm != tuple(range(len(perm))):
+        x = kern.transpose(x, perm)
+    return kern.as_rows(x, math.prod(shape[nkept:]))
+
+
+def _restore(
+    kern: ModuleType, out2: Any, perm: tuple[int, ...], shape: tuple[int, ...]
+) -> Any:
+    """Rows back in the input's layout: the inverse of ``_rows``."""
+    out = out2.reshape(shape)
+    if perm == tuple(range(len(perm))):
+        return out
+    return kern.transpose(out, tuple(perm.index(i) for i in range(len(perm))))
+
+
+def _redo(x2: Any, redo: Any, out: Any, exact: Callable[[Any], Any]) -> None:
+    """Write ``exact(x2[redo])`` into ``out[redo]``."""
+    if redo is not None:
+        out[redo] = exact(x2[redo])
+
+
+def logsumexp(
+    kern: ModuleType,
+    x: Any,
+    axes: tuple[int, ...],
+    keepdims: bool,
+    exact: Callable[[Any], Any],
+) -> Any:
+    """The logsumexp of an eligible array, in float64 (``kern.sign`` gives
+    its sign). ``exact(rows)`` is the standard-only logsumexp of 2-D rows,
+    in float64.
+    """
+    perm, shape, nkept = _layout(x, axes)
+    x2 = _rows(kern, x, perm, shape, nkept)
+    out, redo = kern.logsumexp(x2, exact)
+    _redo(x2, redo, out, exact)
+    kept = shape[:nkept]
+    if keepdims:
+        kept = tuple(1 if i in axes else n for i, n in enumerate(x.shape))
+    return out.reshape(kept)
+
+
+def normalised(
+    kern: ModuleType,
+    x: Any,
+    axes: tuple[int, ...],
+    kind: str,
+    exact: Callable[[Any], Any],
+) -> Any:
+    """``log_softmax`` or ``softmax`` (``kind``) of an eligible array, in its
+    dtype. ``exact(rows)`` is the standard-only function of 2-D rows."""
+    perm, shape, nkept = _layout(x, axes)
+    x2 = _rows(kern, x, perm, shape, nkept)
+    out, redo = kern.normalised(x2, kind, exact)
+    _redo(x2, redo, out, exact)
+    return _restore(kern, out, perm, shape)
+
+
+def cross_entropy(
+    kern: ModuleType, x: Any, target: Any, axis: int, ignore: int | None
+) -> tuple[Any, Any] | None:
+    """Each example's cross-entropy (class indices ``target``, classes along
+    ``axis``) in float64, of the examples' shape, and the mask of those
+    counted (None: all); None when the standard-only path must take over.
+    """
+    perm, shape, nkept = _layout(x, (axis,))
+    x2 = _rows(kern, x, perm, shape, nkept)
+    found = kern.cross_entropy(x2, target.reshape(-1), ignore)
+    if found is None:
+        return None
+    loss, counted = found
+    examples = shape[:nkept]
+    return loss.reshape(examples), None if counted is None else counted.reshape(
+        examples
+    )

@@ -1,0 +1,193 @@
+"""The row kernels, written once over each library's few primitives.
+
+A block of rows (or a slice of one long row) is exponentiated and summed in
+a small reused buffer: one pass over memory per step, with every temporary
+in cache, and no array of the input's size beyond the output. The
+exponentials are those of ``x`` itself, unshifted (see ``_bounds``):
+``x - m`` would round, by up to ``|x - m|`` ulps of a term far below a
+maximum of another binade, where ``exp(x)`` is exact in its argument. The
+maximum's exponential divides the float64 sum afterwards.
+
+``ops`` is a library's module (``numpy.py``, ``torch.py``), with the same
+primitives in each; ``ops.lib()`` the library itself.
+"""
+
+from __future__ import annotations
+
+from types import ModuleType
+from typing import Any
+
+from . import _bounds
+
+__all__ = ["cross_entropy", "logsumexp", "normalised", "split"]
+
+
+def _rows(ops: ModuleType, x2: Any, kind: str) -> tuple[Any, Any, Any, Any]:
+    """``(out, m, t, ok)`` for each row of a C-contiguous 2-D float array.
+
+    ``m`` (float64) holds the row maxima; ``t`` (float64) the sum of ``exp(x
+    - m)`` over every entry but one maximum, which is ``S - 1`` without its
+    cancellation; ``out`` the normalised rows, or None for ``"logsumexp"``;
+    ``ok`` the rows that ``_bounds`` certifies (the others hold meaningless
+    values).
+    """
+    lib = ops.lib()
+    nrows, n = x2.shape
+    idx, m = ops.maxima(x2)
+    out = None if kind == "logsumexp" else ops.empty_like(x2)
+    s = ops.zeros64(nrows)
+    top = None
+    width = max(1, ops.BLOCK_BYTES // ops.itemsize(x2))
+    step_r = max(1, width // n)
+    step_c = min(n, width)
+    shape = (min(step_r, nrows), step_c)
+    e_buf = ops.empty(shape, x2)
+    d_buf = ops.empty64(shape) if kind == "log_softmax" else None
+    # float64 has nothing wider in which x - m is exact: its terms are
+    # shifted, as the standard-only path does (an ulp's error for exp(m)
+    # and another for exp(x) would cost more than the rounding of x - m).
+    shifted = ops.bits(x2) == 64
+    scale = m * 0.0 + 1.0 if shifted else lib.exp(m)
+    shift = m if shifted else None
+    whole = step_c == n
+    for r0 in range(0, nrows, step_r):
+        r1 = min(nrows, r0 + step_r)
+        for c0 in range(0, n, step_c):
+            c1 = min(n, c0 + step_c)
+            e = ops.exp_into(
+                x2[r0:r1, c0:c1],
+                None if shift is None else shift[r0:r1],
+                e_buf[: r1 - r0, : c1 - c0],
+            )
+            # One maximum per row leaves the sum: its share is exactly 1
+            # after the division, and adding it would round away the terms
+            # below eps. ops.exclude takes it out of e, or gives what to
+            # subtract from the sum.
+            largest = ops.exclude(e, idx, r0, c0, whole)
+            if largest is not None:
+                if top is None:
+                    top = ops.zeros64(nrows)
+                top[r0:r1] = lib.maximum(top[r0:r1], largest)
+            if whole:
+                s[r0:r1] = ops.sum64(e)
+            else:
+                s[r0:r1] += ops.sum64(e)
+            if out is not None and whole:
+                t = s[r0:r1] if top is None else s[r0:r1] - top[r0:r1]
+                t = t / scale[r0:r1]
+                _finish(
+                    ops,
+                    out[r0:r1],
+                    x2[r0:r1],
+                    e,
+                    m[r0:r1],
+                    scale[r0:r1],
+                    t,
+                    d_buf,
+                    kind,
+                )
+                if kind == "softmax" and idx is not None:
+                    # The maximum taken out of e above.
+                    ops.put(out[r0:r1], idx[r0:r1], 1.0 / (1.0 + t))
+        if out is not None and not whole:
+            # A row longer than a block: normalised slice by slice, once its
+            # sum is complete.
+            t = s[r0:r1] if top is None else s[r0:r1] - top[r0:r1]
+            t = t / scale[r0:r1]
+            for c0 in range(0, n, step_c):
+                c1 = min(n, c0 + step_c)
+                x = x2[r0:r1, c0:c1]
+                e = ops.exp_into(
+                    x, None if shift is None else shift[r0:r1], e_buf[:, : c1 - c0]
+                )
+                _finish(
+                    ops, out[r0:r1, c0:c1], x, e, m[r0:r1], scale[r0:r1], t, d_buf, kind
+                )
+    if top is not None:
+        s -= top
+    t = s / scale
+    ok = _bounds.certified(m, t, s, n, ops.bits(x2), idx is None, shifted)
+    if kind == "softmax" and not shifted:
+        # A numerator exp(x) below the smallest normal number has lost
+        # digits, which the quotient keeps where the maximum is negative.
+        ok &= m >= 0.0
+    return out, m, t, ok
+
+
+def _finish(
+    ops: ModuleType,
+    out: Any,
+    x: Any,
+    e: Any,
+    m: Any,
+    scale: Any,
+    t: Any,
+    d: Any,
+    kind: str,
+) -> None:
+    """Write the normalised entries of a block into ``out``."""
+    if kind == "softmax":
+        # exp(x - shift) / (exp(m - shift) (1 + t)).
+        ops.divide_into(e, (scale * (1.0 + t))[:, None], out)
+    else:
+        # (x - m) - log1p(t): both terms are <= 0, and nothing cancels.
+        ops.shifted_into(x, m[:, None], ops.lib().log1p(t)[:, None], d, out)
+
+
+def split(ops: ModuleType, x2: Any) -> tuple[Any, Any, Any, Any]:
+    """``(m, t, low, ok)``: each row's maximum, ``t`` and ``low = log1p(t)``
+    in float64, so that the row's log-sum-exp is ``m + low``, and the rows
+    that ``_bounds`` certifies."""
+    with ops.quiet():
+        _, m, t, ok = _rows(ops, x2, "logsumexp")
+        return m, t, ops.lib().log1p(t), ok
+
+
+def logsumexp(ops: ModuleType, x2: Any) -> tuple[Any, Any]:
+    """``(out, redo)``: each row's log-sum-exp in float64, and a mask of the
+    rows to recompute exactly (None when there are none): those that
+    ``_bounds`` does not certify, and those where the kernel's rounding could
+    reach half an ulp of the result (one dominant term, ``out`` near 0).
+    """
+    bits = ops.bits(x2)
+    m, t, low, ok = split(ops, x2)
+    with ops.quiet():
+        out = low + m
+        k = _bounds.rounding_factor(ops.EXP_ULPS[bits], bits)
+        size = ops.lib().abs(out)
+        # t / (1 + t) < 1: rows with |out| >= k need no closer look.
+        if not bool(ok.all()) or bool(size.min() < k):
+            ok &= size * (1.0 + t) >= k * t
+    return out, (None if bool(ok.all()) else ~ok)
+
+
+def cross_entropy(
+    ops: ModuleType, x2: Any, target: Any, ignore: int | None
+) -> tuple[Any, Any] | None:
+    """Each row's ``logsumexp - x[target]`` in float64, 0 where the target is
+    ``ignore``, and the mask of the counted rows (None: all); None when a
+    row is not certified (the caller then takes the standard-only path).
+
+    Written ``(m - x[target]) + log1p(t)``: two non-negative terms, so that
+    nothing cancels, and a confident prediction's tiny loss keeps its
+    digits.
+    """
+    lib = ops.lib()
+    m, _, low, ok = split(ops, x2)
+    if not bool(ok.all()):
+        return None
+    counted = None if ignore is None else target != ignore
+    safe = target if counted is None else lib.where(counted, target, 0)
+    loss = (m - ops.pick(x2, safe)) + low
+    if counted is not None:
+        loss = lib.where(counted, loss, 0.0)
+    return loss, counted
+
+
+def normalised(ops: ModuleType, x2: Any, kind: str) -> tuple[Any, Any]:
+    """``(out, redo)``: the rows' ``log_softmax`` or ``softmax`` (``kind``),
+    and a mask of the rows that ``_bounds`` does not certify (None if none).
+    """
+    with ops.quiet():
+        out, _, _, ok = _rows(ops, x2, kind)
+    return out, (None if bool(ok.all()) else ~ok)

@@ -1,0 +1,68 @@
+"""When the kernels' unshifted exponentials can be trusted, row by row.
+
+The kernels sum ``exp(x)`` in the input's dtype, without the usual shift by
+the maximum, and divide by ``exp(m)`` in float64 afterwards. That is exact
+in the argument, but it has a range: ``exp(x)`` overflows above about 88
+(float32) or 709 (float64), and below the smallest normal number each term
+loses up to that number in absolute value. A row is certified when its
+maximum lies between ``LOW`` and ``HIGH`` (so no term, nor their float64
+sum, overflows, and ``exp(m)`` is a normal float64) and the sum of its other
+terms is large enough that the terms lost below the smallest normal number,
+``n - 1`` of them at most, stay under a quarter of an ulp of it.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+__all__ = ["certified", "rounding_factor"]
+
+_HIGH = {32: 80.0, 64: 700.0}
+# exp(m), which divides the sum in float64, stays a normal float64 above.
+_LOW = -700.0
+# The smallest normal number, and the factor that makes (n - 1) of them a
+# quarter of an ulp (2**-25 and 2**-54 relative) of the sum.
+_TINY = {32: 2.0**-126, 64: 2.0**-1022}
+_GUARD = {32: 2.0**25, 64: 2.0**54}
+# See ``certified``: 64 ulps of 1 over an eighth of an ulp of the dtype.
+_DOMINANT = {32: 2.0**-53 * 64 * 2.0**27, 64: 2.0**-53 * 64 * 2.0**56}
+
+
+def certified(
+    m: Any, t: Any, s: Any, n: int, bits: int, subtracted: bool, shifted: bool
+) -> Any:
+    """Rows (a boolean array) whose kernel results hold: ``m`` the float64
+    maxima, ``s`` the float64 sums of the other terms' ``exp(x)``, ``t`` the
+    same divided by ``exp(m)``.
+
+    ``shifted``: the terms are ``exp(x - m)`` (float64, as the standard-only
+    path computes them), which neither overflow nor need ``exp(m)``.
+    ``subtracted``: the kernel summed every term and subtracted the largest,
+    rather than leaving it out. The float64 sum, of about an ulp's rounding
+    relative to ``1 + t`` (times the depth of its pairwise tree, under 64),
+    is then within an eighth of a float32 ulp of ``t`` only where ``t >=
+    2**-20``; below, one term dominates, and the row is recomputed.
+    """
+    floor = (n - 1) * _TINY[bits] * _GUARD[bits]
+    if shifted:
+        # Terms exp(x - m) <= 1: only a maximum that is not finite fails.
+        ok = (m > -math.inf) & (m < math.inf) & (s >= floor)
+    else:
+        ok = (m <= _HIGH[bits]) & (m >= _LOW) & (s >= floor)
+    if subtracted:
+        ok &= t >= _DOMINANT[bits]
+    return ok
+
+
+def rounding_factor(exp_ulps: float, bits: int) -> float:
+    """``k``: the rounding of ``t`` stays under half an ulp of
+    ``m + log1p(t)`` where ``|m + log1p(t)| >= k t / (1 + t)``.
+
+    ``log1p(t)`` carries the relative error of ``t`` times ``t / ((1 + t)
+    log1p(t)) <= 1``: an absolute error of that relative error times ``t /
+    (1 + t)``. ``t``'s relative error is the exp's, ``exp_ulps``, plus in
+    float64 about an ulp for the sum (float32's terms are summed in float64,
+    where their rounding vanishes).
+    """
+    return 2.0 * (exp_ulps + (1.0 if bits == 64 else 0.0))

@@ -1,0 +1,214 @@
+"""PyTorch (eager, CPU): the primitives of the blocked row kernels.
+
+Written through the ``out=`` and in-place forms of PyTorch's operations.
+Tensors that autograd, forward-mode AD or a ``torch.func`` transform
+tracks, and traces under ``torch.compile``, take the standard-only path,
+whose derivatives the tests check.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from types import ModuleType
+from typing import Any
+
+from .. import _compat
+from . import _blocked
+
+__all__ = [
+    "accepts",
+    "as_rows",
+    "cast",
+    "cross_entropy",
+    "eligible",
+    "logsumexp",
+    "normalised",
+    "sign",
+    "transpose",
+]
+
+# The largest error of PyTorch's exp on the CPU (SLEEF's), in ulps, by the
+# dtype's bits: 0.57 measured for float32 over [-104, 0].
+EXP_ULPS = {32: 1.0, 64: 1.0}
+
+# Bytes of one block's buffer. Each of PyTorch's operations is a parallel
+# region of its own, whose cost (microseconds, and far more when a thread
+# waits for a busy core) is paid per block: PyTorch's blocks are large, in
+# the shared cache rather than a core's own.
+BLOCK_BYTES = 1 << 23
+
+
+def accepts(x: Any) -> bool:
+    """Whether ``x`` is an array these kernels run on."""
+    torch = sys.modules.get("torch")
+    return torch is not None and type(x) is torch.Tensor
+
+
+def eligible(x: Any) -> bool:
+    """float32 or float64 on the CPU, not empty, and no derivative taken."""
+    torch = sys.modules["torch"]
+    return (
+        x.dtype in (torch.float32, torch.float64)
+        and x.device.type == "cpu"
+        and x.numel() > 0
+        and not (x.requires_grad and torch.is_grad_enabled())
+        and _compat.readable(x)
+        and _compat.autodiff(x) is None
+    )
+
+
+def transpose(x: Any, perm: tuple[int, ...]) -> Any:
+    """``x`` with its axes in the order ``perm`` (a view)."""
+    return x.permute(perm)
+
+
+def as_rows(x: Any, n: int) -> Any:
+    """``x`` as C-contiguous rows of ``n`` entries, copied only if needed."""
+    return x.contiguous().reshape(-1, n)
+
+
+def logsumexp(x2: Any, exact: Any = None) -> tuple[Any, Any]:
+    """``_blocked.logsumexp`` on PyTorch; the caller recomputes the rows."""
+    return _blocked.logsumexp(sys.modules[__name__], x2)
+
+
+def normalised(x2: Any, kind: str, exact: Any = None) -> tuple[Any, Any]:
+    """``_blocked.normalised`` on PyTorch; the caller recomputes the rows."""
+    return _blocked.normalised(sys.modules[__name__], x2, kind)
+
+
+def sign(out: Any) -> Any:
+    """The sign of a sum of exponentials from its log: 1, 0 for an empty
+    sum (``-inf``), NaN where the log is NaN."""
+    torch = sys.modules["torch"]
+    return torch.where(out.isnan(), out, (out > -torch.inf).to(out.dtype))
+
+
+def cast(x: Any, dtype: Any) -> Any:
+    """``x`` in ``dtype``, not copied if it already is."""
+    return x.to(dtype)
+
+
+# The primitives of ``_blocked``.
+
+
+def lib() -> ModuleType:
+    """The library, whose ``exp``, ``log1p`` and ``abs`` serve as they are."""
+    return sys.modules["torch"]
+
+
+def quiet() -> contextlib.AbstractContextManager[Any]:
+    """PyTorch warns of no floating-point event."""
+    return contextlib.nullcontext()
+
+
+def bits(x: Any) -> int:
+    return int(x.element_size() * 8)
+
+
+def itemsize(x: Any) -> int:
+    return int(x.element_size())
+
+
+def maxima(x2: Any) -> tuple[Any, Any]:
+    """Each row's maximum in float64 (NaN where the row holds one), and for
+    float64 the index of the first: PyTorch's argmax costs ten times its
+    amax on the CPU, and float32's sums take the largest term out by
+    subtraction instead (see ``exclude``)."""
+    torch = sys.modules["torch"]
+    if x2.dtype == torch.float32:
+        return None, x2.amax(dim=1).double()
+    idx = x2.argmax(dim=1)
+    return idx, x2.gather(1, idx[:, None])[:, 0]
+
+
+def exclude(e: Any, idx: Any, r0: int, c0: int, whole: bool) -> Any:
+    """Take each row's maximum out of the block ``e`` (rows from ``r0``,
+    columns from ``c0``; the rows ``whole``), or say what to subtract from
+    its sum instead.
+
+    Without an index (float32), the sum keeps every term and the largest
+    (the exponential of the row's maximum, or of an entry within an ulp of
+    it where the rounded exponentials tie) is subtracted from the float64
+    sum: exact enough unless one term dominates (see ``_bounds``).
+    """
+    if idx is None:
+        return e.amax(dim=1).double()
+    rows, cols = e.shape
+    at = idx[r0 : r0 + rows]
+    if whole:
+        e.scatter_(1, at[:, None], 0.0)
+        return None
+    hit = (at >= c0) & (at < c0 + cols)
+    if bool(hit.all()):
+        e.scatter_(1, (at - c0)[:, None], 0.0)
+    elif bool(hit.any()):
+        e[hit.nonzero()[:, 0], at[hit] - c0] = 0.0
+    return None
+
+
+def empty_like(x: Any) -> Any:
+    return sys.modules["torch"].empty_like(x)
+
+
+def empty(shape: tuple[int, int], like: Any) -> Any:
+    return sys.modules["torch"].empty(shape, dtype=like.dtype)
+
+
+def empty64(shape: tuple[int, int]) -> Any:
+    torch = sys.modules["torch"]
+    return torch.empty(shape, dtype=torch.float64)
+
+
+def zeros64(n: int) -> Any:
+    torch = sys.modules["torch"]
+    return torch.zeros(n, dtype=torch.float64)
+
+
+def exp_into(x: Any, shift: Any, out: Any) -> Any:
+    """``exp(x)``, or ``exp(x - shift)`` per row, into ``out``."""
+    torch = sys.modules["torch"]
+    if shift is None:
+        return torch.exp(x, out=out)
+    return torch.sub(x, shift[:, None], out=out).exp_()
+
+
+def put(x: Any, idx: Any, value: Any) -> None:
+    """``x[i, idx[i]] = value`` (or ``value[i]``) in every row ``i``."""
+    if isinstance(value, float):
+        x.scatter_(1, idx[:, None], value)
+    else:
+        x.scatter_(1, idx[:, None], value[:, None].to(x.dtype))
+
+
+def sum64(e: Any) -> Any:
+    """Row sums, accumulated in float64."""
+    torch = sys.modules["torch"]
+    return torch.sum(e, dim=1, dtype=torch.float64)
+
+
+def shifted_into(x: Any, m: Any, low: Any, buf: Any, out: Any) -> None:
+    """``(x - m) - low`` into ``out``, in ``out``'s dtype: PyTorch's
+    operations on mixed dtypes take a slow path. For float32, ``x - m``, the
+    cast ``low`` and the difference each round: within 1.5 ulps of the
+    result, plus ``low``'s own error."""
+    torch = sys.modules["torch"]
+    torch.sub(x, m.to(out.dtype), out=out)
+    out.sub_(low.to(out.dtype))
+
+
+def divide_into(a: Any, b: Any, out: Any) -> None:
+    """``a / b`` into ``out``, in ``out``'s dtype (``b`` rounded to it)."""
+    torch = sys.modules["torch"]
+    torch.div(a, b.to(out.dtype), out=out)
+
+
+def pick(x2: Any, idx: Any) -> Any:
+    """``x2[i, idx[i]]`` of every row ``i``, in float64."""
+    return x2.gather(1, idx[:, None])[:, 0].double()
+
+
+def cross_entropy(x2: Any, target: Any, ignore: int | None) -> Any:
+    """``_blocked.cross_entropy`` on PyTorch."""
+    return _blocked.cross_entropy(sys.modules[__name__], x2, target, ignore)
