@@ -45,10 +45,10 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
 import numpy as np
 import scipy
-from memory import peak  # benchmarks/, first on the path of a script here
 from scipy import special
 
 import lsekit
+from lsekit._bench.memory import peak
 
 KINDS = ("normal", "dirichlet", "sticky", "banded")
 DTYPES = ("float32", "float64")

@@ -1,8 +1,10 @@
-"""Command line interface: ``python -m lsekit {demo,info}``.
+"""Command line interface: ``python -m lsekit {demo,info,bench}``.
 
 ``demo`` sets the naive formulas next to lsekit on inputs where they fail, in
 every array library that is installed; ``info`` reports the versions and
-devices those libraries see.
+devices those libraries see; ``bench`` times lsekit against each library's
+own functions (the suite lives in ``lsekit._bench``; only its list of backend
+names is imported before the command runs).
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import pathlib
 import platform
 import sys
 import warnings
@@ -21,6 +24,7 @@ import array_api_compat
 import numpy
 
 from . import __version__, cross_entropy, log_softmax, logsumexp, softmax
+from ._bench.backends import NAMES as _BENCH_BACKENDS
 
 __all__ = ["main"]
 
@@ -323,6 +327,96 @@ def _info() -> int:
     return 0
 
 
+def _bench(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from ._bench import machine, report, runner
+    from ._bench.progress import Progress
+    from ._bench.sizes import FULL, QUICK
+
+    sizes = QUICK if args.quick else FULL
+    mode = "quick" if args.quick else "full"
+    if args.shapes is not None or args.matmul_sizes is not None:
+        shapes = sizes.shapes if args.shapes is None else args.shapes
+        matmul = sizes.matmul if args.matmul_sizes is None else args.matmul_sizes
+        sizes = dataclasses.replace(
+            sizes,
+            shapes=shapes,
+            compiled_shapes=shapes,
+            float64_shape=shapes[-1],
+            matmul=matmul,
+            compiled_matmul=matmul,
+        )
+        mode += ", custom sizes"
+    if args.repeats is not None:
+        sizes = dataclasses.replace(sizes, repeats=args.repeats)
+    try:
+        backends, skipped = runner.select(args.backends)
+    except ValueError as exc:
+        parser.print_usage(sys.stderr)
+        print(f"{parser.prog}: error: {exc}", file=sys.stderr)
+        return 2
+    for name, why in skipped.items():
+        print(f"skipped {name}: {why}", file=sys.stderr)
+    if not backends:
+        parser.print_usage(sys.stderr)
+        print(f"{parser.prog}: error: no backend can run here", file=sys.stderr)
+        return 2
+    outcome = runner.run(
+        backends, sizes, mode=mode, skipped=skipped, progress=Progress(sys.stderr)
+    )
+    about = machine.describe()
+    paths, no_plot = report.write(outcome, pathlib.Path(args.output), about)
+    print(report.markdown(outcome, about), end="")
+    if no_plot is not None:
+        print(f"plot skipped: {no_plot}", file=sys.stderr)
+    print("wrote " + ", ".join(str(p) for p in paths), file=sys.stderr)
+    if outcome.interrupted is not None:
+        print(f"{outcome.interrupted}: the files hold those", file=sys.stderr)
+        return 130
+    failed = sum(1 for r in outcome.rows if r.failed)
+    if failed:
+        print(f"{failed} row(s) failed: see their notes", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _positive(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive integer")
+    return n
+
+
+def _shapes(text: str) -> tuple[tuple[int, int], ...]:
+    from ._bench.sizes import parse_shapes
+
+    try:
+        return parse_shapes(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _sizes(text: str) -> tuple[int, ...]:
+    return tuple(_positive(t.strip()) for t in text.split(",") if t.strip())
+
+
+def _backend_option(
+    parser: argparse.ArgumentParser, names: Sequence[str], default: str
+) -> None:
+    parser.add_argument(
+        "--backend",
+        dest="backends",
+        nargs="+",
+        action="extend",
+        metavar="NAME",
+        help=f"run only these backends (of: {', '.join(names)}); default: {default}",
+    )
+
+
 def _prog() -> str:
     # argparse would name ``python -m lsekit`` after its __main__.py; any other
     # caller is the ``lsekit`` console script or Python code calling main().
@@ -330,7 +424,7 @@ def _prog() -> str:
     return "python -m lsekit" if name == "__main__.py" else "lsekit"
 
 
-def _parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
+def _parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
     parser = argparse.ArgumentParser(
         prog=_prog(),
         description=(
@@ -338,7 +432,7 @@ def _parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
             "cross-entropy for every Array API library."
         ),
     )
-    sub = parser.add_subparsers(dest="command", metavar="{demo,info}")
+    sub = parser.add_subparsers(dest="command", metavar="{demo,info,bench}")
     demo = sub.add_parser(
         "demo",
         help="compare the naive formulas with lsekit on hard inputs",
@@ -347,23 +441,46 @@ def _parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
             "overflow, underflow or lose digits, in each installed array library."
         ),
     )
-    demo.add_argument(
-        "--backend",
-        dest="backends",
-        nargs="+",
-        action="extend",
-        metavar="NAME",
-        help=(
-            f"run only these backends (of: {', '.join(_LOADERS)}); "
-            "default: every installed one"
-        ),
-    )
+    _backend_option(demo, list(_LOADERS), "every installed one")
     sub.add_parser(
         "info",
         help="show versions and the devices of each backend",
         description="Show lsekit's version and each backend's version and devices.",
     )
-    return parser, demo
+    bench = sub.add_parser(
+        "bench",
+        help="time lsekit against each library's own functions",
+        description=(
+            "Time lsekit against each array library's own functions and a "
+            "max-shift version written in that library, on the same inputs, "
+            "in the same run. Prints the ratios as markdown and writes "
+            "bench.csv, bench.md, environment.json and bench.png (with "
+            "matplotlib) into the output folder."
+        ),
+    )
+    bench.add_argument(
+        "--quick",
+        action="store_true",
+        help="small shapes and few repeats: a first look, in about a minute or two",
+    )
+    _backend_option(bench, _BENCH_BACKENDS, "every one that can run here")
+    bench.add_argument(
+        "--output",
+        default="bench-results",
+        metavar="DIR",
+        help="folder for the result files (default: bench-results)",
+    )
+    bench.add_argument(
+        "--repeats",
+        type=_positive,
+        metavar="N",
+        help="timed calls of each side per case (default: 5, or 3 with --quick)",
+    )
+    # For tests and quick experiments: shapes as ROWSxCOLS[,ROWSxCOLS...] and
+    # logmatmulexp sizes as N[,N...], in place of the run's own.
+    bench.add_argument("--shapes", type=_shapes, help=argparse.SUPPRESS)
+    bench.add_argument("--matmul-sizes", type=_sizes, help=argparse.SUPPRESS)
+    return parser, {"demo": demo, "bench": bench}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -378,7 +495,8 @@ def main(argv: list[str] | None = None) -> int:
     -------
     int
         The exit status: 0 on success, 2 for a usage error (no subcommand,
-        an unknown or unavailable backend).
+        an unknown or unavailable backend), 1 where a benchmark case failed,
+        130 where Ctrl-C stopped the benchmarks (after writing their files).
 
     Examples
     --------
@@ -387,11 +505,13 @@ def main(argv: list[str] | None = None) -> int:
     naive: ...
     0
     """
-    parser, demo = _parser()
+    parser, commands = _parser()
     args = parser.parse_args(argv)
     if args.command == "demo":
-        return _demo(demo, args.backends)
+        return _demo(commands["demo"], args.backends)
     if args.command == "info":
         return _info()
+    if args.command == "bench":
+        return _bench(commands["bench"], args)
     parser.print_help(sys.stderr)
     return 2

@@ -1,0 +1,128 @@
+"""The PyTorch cases, shared by eager CPU, ``torch.compile`` and CUDA.
+
+The library peers are ``torch.logsumexp`` and ``torch.nn.functional``'s
+``softmax``, ``log_softmax`` and ``cross_entropy``; the max-shift formulas
+are written here in PyTorch's own spelling.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import warnings
+from collections.abc import Iterator
+from typing import Any
+
+from .suite import Library
+
+__all__ = ["available", "library", "versions"]
+
+
+def _torch() -> Any:
+    # Typed as Any: torch's annotations vary between versions.
+    return importlib.import_module("torch")
+
+
+def available(device: str) -> str | None:
+    """Why PyTorch on ``device`` ("cpu" or "cuda") cannot run, or None."""
+    try:
+        torch = _torch()
+    except ImportError as exc:
+        return f"torch is not installed ({exc})"
+    if device == "cuda" and not torch.cuda.is_available():
+        return "no CUDA device (torch.cuda.is_available() is False)"
+    return None
+
+
+def versions(device: str) -> dict[str, str]:
+    """torch's version, threads, and the GPU on ``device`` "cuda"."""
+    torch = _torch()
+    out = {"torch": f"{torch.__version__} ({torch.get_num_threads()} threads)"}
+    if device == "cuda":
+        out["gpu"] = str(torch.cuda.get_device_name())
+        out["cuda"] = str(torch.version.cuda)
+    return out
+
+
+def _logsumexp(x: Any) -> Any:
+    m = x.amax(-1, keepdim=True)
+    return (x - m).exp().sum(-1).log() + m.squeeze(-1)
+
+
+def _softmax(x: Any) -> Any:
+    e = (x - x.amax(-1, keepdim=True)).exp()
+    return e / e.sum(-1, keepdim=True)
+
+
+def _log_softmax(x: Any) -> Any:
+    s = x - x.amax(-1, keepdim=True)
+    return s - s.exp().sum(-1, keepdim=True).log()
+
+
+def _cross_entropy(x: Any, y: Any) -> Any:
+    return (_logsumexp(x) - x.gather(-1, y[:, None]).squeeze(-1)).mean()
+
+
+def _logmatmulexp(a: Any, b: Any) -> Any:
+    ma = a.amax(-1, keepdim=True)
+    mb = b.amax(-2, keepdim=True)
+    return ((a - ma).exp() @ (b - mb).exp()).log() + ma + mb
+
+
+@contextlib.contextmanager
+def _fresh_compile() -> Iterator[None]:
+    torch = _torch()
+    # Dynamo caches compiled code per code object, up to a limit: the same
+    # lambda compiled for many shapes and functions would pass it and fall
+    # back to eager. Each case starts from an empty cache instead.
+    torch._dynamo.reset()
+    with warnings.catch_warnings():
+        # Dynamo's note that it traces through array-api-compat's
+        # lru_cache-wrapped helpers: expected, and not the user's concern.
+        warnings.filterwarnings(
+            "ignore", message=r".*functools\.lru_cache", category=UserWarning
+        )
+        yield
+
+
+def library(device: str, *, compiled: bool = False) -> Library:
+    """The PyTorch `Library` on ``device``, eager or under ``torch.compile``."""
+    torch = _torch()
+    fn = torch.nn.functional
+
+    def asarray(a: Any) -> Any:
+        return torch.asarray(a, device=device)
+
+    def sync(r: Any) -> Any:
+        if device == "cuda":
+            torch.cuda.synchronize()
+        return r
+
+    def copier(src: Any) -> Any:
+        dst = torch.empty_like(src)
+        return lambda: dst.copy_(src)
+
+    def wrap(f: Any) -> Any:
+        return torch.compile(f, dynamic=False) if compiled else f
+
+    return Library(
+        asarray=asarray,
+        own={
+            "logsumexp": ("torch.logsumexp", lambda x: torch.logsumexp(x, -1)),
+            "softmax": ("F.softmax", lambda x: fn.softmax(x, -1)),
+            "log_softmax": ("F.log_softmax", lambda x: fn.log_softmax(x, -1)),
+            "cross_entropy": ("F.cross_entropy", lambda x, y: fn.cross_entropy(x, y)),
+        },
+        by_hand={
+            "logsumexp": _logsumexp,
+            "softmax": _softmax,
+            "log_softmax": _log_softmax,
+            "cross_entropy": _cross_entropy,
+            "logmatmulexp": _logmatmulexp,
+        },
+        wrap=wrap,
+        sync=sync,
+        to_numpy=lambda r: r.detach().cpu().numpy(),
+        first_call=_fresh_compile if compiled else contextlib.nullcontext,
+        copier=copier if device == "cuda" else None,
+    )
