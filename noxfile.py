@@ -1,7 +1,8 @@
 """The test matrix: one ``tests`` session per backend manifest, plus lint and types.
 
 ``nox`` runs every CPU backend's tests, lint and types; the GPU backends'
-sessions (``nox -s "tests_gpu(cupy)"``) run only when named.
+sessions (``nox -s "tests_gpu(cupy)"``) and the benchmarks (``nox -s
+bench``) run only when named.
 """
 
 from __future__ import annotations
@@ -26,15 +27,28 @@ GPU = [name for name, b in MANIFESTS.items() if b.gpu]
 REFERENCE = MANIFESTS["torch"].install
 
 
+# pytest-xdist: one worker per CPU. Each worker runs single-threaded, as
+# the tests' arrays are small and threads would only compete for the same
+# cores. ``nox -- -n 0`` runs the tests in one process.
+XDIST = ["-n", "auto", "--dist", "worksteal"]
+SINGLE_THREADED = {
+    "OMP_NUM_THREADS": "1",
+    "MKL_NUM_THREADS": "1",
+    "OPENBLAS_NUM_THREADS": "1",
+}
+
+
 def _run_tests(session: nox.Session, backend: str) -> None:
     manifest = MANIFESTS[backend]
     session.install(".[test]", *dict.fromkeys([*REFERENCE, *manifest.install]))
+    session.env.update(SINGLE_THREADED)
     session.env.update(manifest.env)
     session.run(
         "pytest",
         "tests",
         "lsekit",
         f"--backend={backend}",
+        *XDIST,
         *session.posargs,
     )
 
@@ -51,6 +65,14 @@ def tests(session: nox.Session, backend: str) -> None:
 def tests_gpu(session: nox.Session, backend: str) -> None:
     """Run the test suite on one GPU backend (needs a CUDA device)."""
     _run_tests(session, backend)
+
+
+@nox.session(default=False)
+def bench(session: nox.Session) -> None:
+    """The benchmark suite on every CPU backend (``nox -s bench -- --quick``)."""
+    installs = [pkg for name in CPU for pkg in MANIFESTS[name].install]
+    session.install(".[bench]", *dict.fromkeys(installs))
+    session.run("python", "-m", "lsekit", "bench", *session.posargs)
 
 
 @nox.session

@@ -9,8 +9,11 @@ smoothed and weighted; 'mean' divides it by the mean's denominator. The
 references below evaluate that closed form in mpmath.
 
 These tests are specific to the two autodiff libraries and do not take the
-``bk`` fixture; each skips when its library is missing. They run in float64,
-on JAX under ``jax.enable_x64`` where the session did not enable it.
+``bk`` fixture; each runs where its library's backend is tested (``--backend
+torch`` or ``--backend jax``, or every CPU backend by default) and skips
+elsewhere, PyTorch being installed in every session as a reference. They run
+in float64, on JAX under ``jax.enable_x64`` where the session did not enable
+it.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import numpy as np
 import pytest
 
 from lsekit import cross_entropy
-from tests.support import exact_log_softmax, exact_softmax, jax_x64
+from tests.support import exact_log_softmax, exact_softmax, jax_x64, library_session
 
 EPS = 0.1
 # The entries of the gradient are differences (``Q * softmax_j - q_j``): a
@@ -175,12 +178,19 @@ def _jax_x64() -> Iterator[Jax]:
 
 
 @pytest.fixture
-def jax_engine() -> Iterator[Jax]:
+def jax_engine(request: pytest.FixtureRequest) -> Iterator[Jax]:
+    library_session(request, "jax")
     yield from _jax_x64()
+
+
+@pytest.fixture
+def torch(request: pytest.FixtureRequest) -> Any:
+    return library_session(request, "torch")
 
 
 @pytest.fixture(params=["torch", "jax"])
 def engine(request: pytest.FixtureRequest) -> Iterator[Any]:
+    library_session(request, request.param)
     if request.param == "torch":
         yield Torch()
     else:
@@ -262,8 +272,7 @@ PEER_CASES = [
 
 @pytest.mark.parametrize("reduction", REDUCTIONS)
 @pytest.mark.parametrize("case", PEER_CASES)
-def test_torch_cross_entropy_gradients(case, reduction):
-    torch = pytest.importorskip("torch")
+def test_torch_cross_entropy_gradients(torch, case, reduction):
     x, t, kw = CASES[case]
     loss, grad = Torch().value_and_grad(x, t, reduction=reduction, **kw)
     peer_loss, peer_grad = _torch_peer(torch, x, t, kw, reduction)
@@ -343,8 +352,7 @@ def test_negative_infinity_in_other_classes(engine, case, reduction):
     assert (grad[2] == 0.0).all()
 
 
-def test_negative_infinity_matches_torch():
-    torch = pytest.importorskip("torch")
+def test_negative_infinity_matches_torch(torch):
     t, kw = INF_CASES["weighted"]
     loss, grad = Torch().value_and_grad(X_INF, t, **kw)
     peer_loss, peer_grad = _torch_peer(torch, X_INF, t, kw, "mean")
@@ -405,8 +413,7 @@ def test_ties_at_the_maximum(engine, kw):
     ],
 )
 @pytest.mark.parametrize("reduction", ["mean", "none"])
-def test_torch_gradcheck(case, reduction):
-    torch = pytest.importorskip("torch")
+def test_torch_gradcheck(torch, case, reduction):
     x, t, kw = CASES[case]
     kw = {
         k: torch.from_numpy(np.array(v)) if isinstance(v, np.ndarray) else v

@@ -19,8 +19,10 @@ and eager ``jax.grad`` (the matrix products and per-cell repair) is checked
 against it and the reference on crossed maxima.
 
 These tests are specific to the two autodiff libraries and do not take the
-``bk`` fixture; each skips when its library is missing. JAX runs in float64
-under ``jax.enable_x64`` where the session did not enable it.
+``bk`` fixture; each runs where its library's backend is tested (``--backend
+torch`` or ``--backend jax``, or every CPU backend by default) and skips
+elsewhere, PyTorch being installed in every session as a reference. JAX runs
+in float64 under ``jax.enable_x64`` where the session did not enable it.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ import numpy as np
 import pytest
 
 from lsekit import logmatmulexp
-from tests.support import jax_x64
+from tests.support import jax_x64, library_session
 
 INF = math.inf
 
@@ -271,12 +273,19 @@ def _jax_x64() -> Iterator[Jax]:
 
 
 @pytest.fixture
-def jax_engine() -> Iterator[Jax]:
+def jax_engine(request: pytest.FixtureRequest) -> Iterator[Jax]:
+    library_session(request, "jax")
     yield from _jax_x64()
+
+
+@pytest.fixture
+def torch(request: pytest.FixtureRequest) -> Any:
+    return library_session(request, "torch")
 
 
 @pytest.fixture(params=["torch", "jax"])
 def engine(request: pytest.FixtureRequest) -> Iterator[Any]:
+    library_session(request, request.param)
     if request.param == "torch":
         yield Torch()
     else:
@@ -506,10 +515,9 @@ GRADCHECK = {
 
 
 @pytest.mark.parametrize("case", list(GRADCHECK))
-def test_torch_gradcheck(case):
+def test_torch_gradcheck(torch, case):
     # Finite differences need finite outputs: the -inf structure is checked
     # against the closed form instead.
-    torch = pytest.importorskip("torch")
     a, b = (torch.tensor(x, dtype=torch.float64) for x in GRADCHECK[case])
     assert torch.isfinite(logmatmulexp(a, b)).all()
     a.requires_grad_()
@@ -518,9 +526,8 @@ def test_torch_gradcheck(case):
 
 
 @pytest.mark.parametrize("case", INF_CASES)
-def test_torch_inf_cells_take_no_gradient(case):
+def test_torch_inf_cells_take_no_gradient(torch, case):
     # G only at the -inf cells: whatever flows into them, nothing flows out.
-    torch = pytest.importorskip("torch")
     want = reference(case)
     dead = ~np.isfinite(want.out)
     assert dead.any()
@@ -532,8 +539,7 @@ def test_torch_inf_cells_take_no_gradient(case):
 
 
 @pytest.mark.parametrize("case", INF_CASES)
-def test_torch_finite_where_broadcast_logsumexp_is_nan(case):
-    torch = pytest.importorskip("torch")
+def test_torch_finite_where_broadcast_logsumexp_is_nan(torch, case):
     want = reference(case)
     g = torch.from_numpy(incoming(case))
 
@@ -555,8 +561,7 @@ def test_torch_finite_where_broadcast_logsumexp_is_nan(case):
 
 @pytest.mark.parametrize("which", ["a", "b"])
 @pytest.mark.parametrize("case", ["crossed-800", "inf-rows-cols", "broadcast"])
-def test_torch_one_operand_requires_grad(case, which):
-    torch = pytest.importorskip("torch")
+def test_torch_one_operand_requires_grad(torch, case, which):
     want = reference(case)
     a, b = (torch.tensor(x) for x in operands(case))
     leaf = a if which == "a" else b
@@ -572,8 +577,7 @@ def test_torch_one_operand_requires_grad(case, which):
         check_gradient(b.grad.numpy(), want.grad_b, want.size_b, want.live_b, RTOL, "b")
 
 
-def test_torch_float32_sum_backward():
-    torch = pytest.importorskip("torch")
+def test_torch_float32_sum_backward(torch):
     case = "crossed-100"
     a, b = (torch.tensor(x, requires_grad=True) for x in operands(case, np.float32))
     out = logmatmulexp(a, b)
@@ -585,10 +589,9 @@ def test_torch_float32_sum_backward():
     check((out.detach().numpy(), a.grad.numpy(), b.grad.numpy()), want, RTOL32, case)
 
 
-def test_torch_gradient_keeps_each_operands_dtype():
+def test_torch_gradient_keeps_each_operands_dtype(torch):
     # The product runs in the promoted dtype; each gradient comes back in its
     # own operand's.
-    torch = pytest.importorskip("torch")
     x, y = operands("crossed-800")
     a = torch.tensor(x, dtype=torch.float32, requires_grad=True)
     b = torch.tensor(y, dtype=torch.float64, requires_grad=True)
@@ -611,8 +614,7 @@ def test_torch_gradient_keeps_each_operands_dtype():
     )
 
 
-def test_torch_no_graph_without_requires_grad():
-    torch = pytest.importorskip("torch")
+def test_torch_no_graph_without_requires_grad(torch):
     a, b = (torch.tensor(x) for x in operands("crossed-800"))
     out = logmatmulexp(a, b)
     assert not out.requires_grad

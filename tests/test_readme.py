@@ -4,6 +4,13 @@ Each python block of README.md runs on its own. The python blocks of each
 ``docs/*.md`` file run in order in one shared namespace, as a reader would
 run them one after the other; a block that imports a library that is not
 installed skips itself and every later block of its file.
+
+Neither depends on the backend under test, so each runs in one session only,
+that of the array library it is about, and skips in the others (every CPU
+backend is selected by default, so a plain ``pytest`` runs them all): a
+README block where its backend's library is tested (NumPy's for a block that
+imports no other array library), a docs file where the last array library
+it imports is tested, since that session has every library the file needs.
 """
 
 from __future__ import annotations
@@ -18,6 +25,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+
+import backends
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
@@ -36,7 +45,28 @@ DOCS = [
 
 
 def _needs(code: str) -> list[str]:
-    return re.findall(r"^(?:import|from)\s+(\w+)", code, re.M)
+    return re.findall(r"^(?:>>> )?(?:import|from)\s+(\w+)", code, re.M)
+
+
+# The top-level module of each backend: torch for torch and torch_cuda.
+LIBRARIES = {name: b.module.split(".")[0] for name, b in backends.load().items()}
+
+
+def _libraries(code: str) -> list[str]:
+    """The array libraries ``code`` is about, in order: those it imports, or
+    NumPy where it imports no other."""
+    found = dict.fromkeys(m for m in _needs(code) if m in LIBRARIES.values())
+    return [m for m in found if m != "numpy"] or ["numpy"]
+
+
+def _skip_unless_tested(request: pytest.FixtureRequest, libraries: list[str]) -> None:
+    tested = {LIBRARIES[n] for n in request.getfixturevalue("session_backends")}
+    if not tested & set(libraries):
+        names = [n for n, m in LIBRARIES.items() if m in libraries]
+        pytest.skip(
+            f"an example about {', '.join(libraries)}: runs with "
+            + " or ".join(f"--backend {n}" for n in names)
+        )
 
 
 def _missing(code: str) -> list[str]:
@@ -88,7 +118,8 @@ def _jax_x64_restored(source: str) -> Iterator[None]:
 
 
 @pytest.mark.parametrize("code", BLOCKS, ids=[f"block{i}" for i in range(len(BLOCKS))])
-def test_readme_block_runs(code):
+def test_readme_block_runs(request, code):
+    _skip_unless_tested(request, _libraries(code))
     for module in _missing(code):
         pytest.skip(f"{module} is not installed")
     reason = _gpu_missing(code)
@@ -101,7 +132,8 @@ def test_readme_block_runs(code):
 @pytest.mark.parametrize(
     "path", DOCS, ids=[path.relative_to(ROOT).as_posix() for path in DOCS]
 )
-def test_docs_blocks_run(path):
+def test_docs_blocks_run(request, path):
+    _skip_unless_tested(request, _libraries(path.read_text(encoding="utf-8"))[-1:])
     name = path.relative_to(ROOT).as_posix()
     blocks = _blocks(path)
     namespace: dict[str, Any] = {"__name__": "__main__"}
