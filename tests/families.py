@@ -34,6 +34,17 @@ def _dominant(seed: int) -> list[Row]:
     return rows
 
 
+def _dominant_far(seed: int) -> list[Row]:
+    # The maximum a few binades above the other terms: x - max rounds in
+    # float64, by as many ulps of exp(x - max) as |x - max| is large.
+    rng = np.random.default_rng(seed)
+    return [
+        np.concatenate([[top], base + rng.normal(scale=4.0, size=n)])
+        for top, base in ((30.0, 0.0), (60.0, 1.0), (25.0, -10.0), (-20.0, -55.0))
+        for n in (5, 50)
+    ]
+
+
 def _seed_examples(seed: int) -> list[Row]:
     del seed
     return [
@@ -75,6 +86,7 @@ def _ties(seed: int) -> list[Row]:
 FAMILIES: dict[str, Callable[[int], list[Row]]] = {
     "normal": _normal,
     "dominant": _dominant,
+    "dominant-far": _dominant_far,
     "seed-examples": _seed_examples,
     "many-tiny": _many_tiny,
     "ties": _ties,

@@ -86,6 +86,21 @@ def _sum(xp: ModuleType, x: Any, axis: tuple[int, ...], compensated: bool) -> An
     return xp.reshape(hi[..., 0] + lo[..., 0], keep_shape) + rest
 
 
+def _unround_shift(xp: ModuleType, a: Any, m: Any, d: Any, e: Any) -> Any:
+    """``exp(a - m)`` from ``e = exp(d)``, ``d`` the rounded ``a - m``.
+
+    The subtraction rounds by up to half an ulp of ``|a - m|``: as many ulps
+    of ``exp(a - m)`` as ``|a - m|`` is large (29 at ``a - m = -29``), which
+    ``log1p`` passes on whole to the log-softmax of a dominant class. TwoSum
+    recovers the rounding ``r`` exactly, and ``exp(d + r) = exp(d) (1 + r)``
+    up to ``r**2``. An infinite ``a`` makes ``r`` NaN; its term is 0 or
+    settled by the callers' masks, and gets no correction.
+    """
+    back = d - a
+    r = (a - (d - back)) + (-m - back)
+    return e + e * xp.where(xp.isfinite(r), r, 0.0)
+
+
 def _split(
     xp: ModuleType, a: Any, axis: tuple[int, ...], b: Any, compensated: bool
 ) -> _Split:
@@ -97,6 +112,8 @@ def _split(
     shifted = a - m0
     is_max = a == m
     e = xp.exp(xp.where(finite, shifted, -_INF))
+    if compensated:
+        e = _unround_shift(xp, a, m0, shifted, e)
     present = is_max & (m > -_INF)
     # W sums e (or b * e) over the maxima: the count (or weight) of the
     # maxima in value, e being exactly 1 there, but a function of each

@@ -33,37 +33,34 @@ def _rows(ops: ModuleType, x2: Any, kind: str) -> tuple[Any, Any, Any, Any]:
     """
     lib = ops.lib()
     nrows, n = x2.shape
-    idx, m = ops.maxima(x2)
     out = None if kind == "logsumexp" else ops.empty_like(x2)
+    m = ops.zeros64(nrows)
     s = ops.zeros64(nrows)
     top = None
+    subtracted = False
     width = max(1, ops.BLOCK_BYTES // ops.itemsize(x2))
     step_r = max(1, width // n)
     step_c = min(n, width)
     shape = (min(step_r, nrows), step_c)
     e_buf = ops.empty(shape, x2)
     d_buf = ops.empty64(shape) if kind == "log_softmax" else None
-    # float64 has nothing wider in which x - m is exact: its terms are
-    # shifted, as the standard-only path does (an ulp's error for exp(m)
-    # and another for exp(x) would cost more than the rounding of x - m).
-    shifted = ops.bits(x2) == 64
-    scale = m * 0.0 + 1.0 if shifted else lib.exp(m)
-    shift = m if shifted else None
     whole = step_c == n
     for r0 in range(0, nrows, step_r):
         r1 = min(nrows, r0 + step_r)
+        # The maxima of a block of whole rows are taken while it is in
+        # cache, on its way to the exponentials: one pass over memory.
+        at, m_b = ops.maxima(x2[r0:r1])
+        m[r0:r1] = m_b
+        subtracted = at is None
+        scale = lib.exp(m_b)
         for c0 in range(0, n, step_c):
             c1 = min(n, c0 + step_c)
-            e = ops.exp_into(
-                x2[r0:r1, c0:c1],
-                None if shift is None else shift[r0:r1],
-                e_buf[: r1 - r0, : c1 - c0],
-            )
+            e = ops.exp_into(x2[r0:r1, c0:c1], e_buf[: r1 - r0, : c1 - c0])
             # One maximum per row leaves the sum: its share is exactly 1
             # after the division, and adding it would round away the terms
             # below eps. ops.exclude takes it out of e, or gives what to
             # subtract from the sum.
-            largest = ops.exclude(e, idx, r0, c0, whole)
+            largest = ops.exclude(e, at, c0, whole)
             if largest is not None:
                 if top is None:
                     top = ops.zeros64(nrows)
@@ -74,40 +71,26 @@ def _rows(ops: ModuleType, x2: Any, kind: str) -> tuple[Any, Any, Any, Any]:
                 s[r0:r1] += ops.sum64(e)
             if out is not None and whole:
                 t = s[r0:r1] if top is None else s[r0:r1] - top[r0:r1]
-                t = t / scale[r0:r1]
-                _finish(
-                    ops,
-                    out[r0:r1],
-                    x2[r0:r1],
-                    e,
-                    m[r0:r1],
-                    scale[r0:r1],
-                    t,
-                    d_buf,
-                    kind,
-                )
-                if kind == "softmax" and idx is not None:
+                t = t / scale
+                _finish(ops, out[r0:r1], x2[r0:r1], e, m_b, scale, t, d_buf, kind)
+                if kind == "softmax" and at is not None:
                     # The maximum taken out of e above.
-                    ops.put(out[r0:r1], idx[r0:r1], 1.0 / (1.0 + t))
+                    ops.put(out[r0:r1], at, 1.0 / (1.0 + t))
         if out is not None and not whole:
             # A row longer than a block: normalised slice by slice, once its
             # sum is complete.
             t = s[r0:r1] if top is None else s[r0:r1] - top[r0:r1]
-            t = t / scale[r0:r1]
+            t = t / scale
             for c0 in range(0, n, step_c):
                 c1 = min(n, c0 + step_c)
                 x = x2[r0:r1, c0:c1]
-                e = ops.exp_into(
-                    x, None if shift is None else shift[r0:r1], e_buf[:, : c1 - c0]
-                )
-                _finish(
-                    ops, out[r0:r1, c0:c1], x, e, m[r0:r1], scale[r0:r1], t, d_buf, kind
-                )
+                e = ops.exp_into(x, e_buf[:, : c1 - c0])
+                _finish(ops, out[r0:r1, c0:c1], x, e, m_b, scale, t, d_buf, kind)
     if top is not None:
         s -= top
-    t = s / scale
-    ok = _bounds.certified(m, t, s, n, ops.bits(x2), idx is None, shifted)
-    if kind == "softmax" and not shifted:
+    t = s / lib.exp(m)
+    ok = _bounds.certified(m, t, s, n, ops.bits(x2), subtracted)
+    if kind == "softmax":
         # A numerator exp(x) below the smallest normal number has lost
         # digits, which the quotient keeps where the maximum is negative.
         ok &= m >= 0.0
@@ -127,7 +110,7 @@ def _finish(
 ) -> None:
     """Write the normalised entries of a block into ``out``."""
     if kind == "softmax":
-        # exp(x - shift) / (exp(m - shift) (1 + t)).
+        # exp(x) / (exp(m) (1 + t)).
         ops.divide_into(e, (scale * (1.0 + t))[:, None], out)
     else:
         # (x - m) - log1p(t): both terms are <= 0, and nothing cancels.

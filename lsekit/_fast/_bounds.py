@@ -18,7 +18,9 @@ from typing import Any
 
 __all__ = ["certified", "rounding_factor"]
 
-_HIGH = {32: 80.0, 64: 700.0}
+# Below 80 a float32 exp(x) is finite; below 690 a float64 sum of up to
+# 2**30 terms exp(x) is.
+_HIGH = {32: 80.0, 64: 690.0}
 # exp(m), which divides the sum in float64, stays a normal float64 above.
 _LOW = -700.0
 # The smallest normal number, and the factor that makes (n - 1) of them a
@@ -29,15 +31,11 @@ _GUARD = {32: 2.0**25, 64: 2.0**54}
 _DOMINANT = {32: 2.0**-53 * 64 * 2.0**27, 64: 2.0**-53 * 64 * 2.0**56}
 
 
-def certified(
-    m: Any, t: Any, s: Any, n: int, bits: int, subtracted: bool, shifted: bool
-) -> Any:
+def certified(m: Any, t: Any, s: Any, n: int, bits: int, subtracted: bool) -> Any:
     """Rows (a boolean array) whose kernel results hold: ``m`` the float64
     maxima, ``s`` the float64 sums of the other terms' ``exp(x)``, ``t`` the
     same divided by ``exp(m)``.
 
-    ``shifted``: the terms are ``exp(x - m)`` (float64, as the standard-only
-    path computes them), which neither overflow nor need ``exp(m)``.
     ``subtracted``: the kernel summed every term and subtracted the largest,
     rather than leaving it out. The float64 sum, of about an ulp's rounding
     relative to ``1 + t`` (times the depth of its pairwise tree, under 64),
@@ -45,11 +43,7 @@ def certified(
     2**-20``; below, one term dominates, and the row is recomputed.
     """
     floor = (n - 1) * _TINY[bits] * _GUARD[bits]
-    if shifted:
-        # Terms exp(x - m) <= 1: only a maximum that is not finite fails.
-        ok = (m > -math.inf) & (m < math.inf) & (s >= floor)
-    else:
-        ok = (m <= _HIGH[bits]) & (m >= _LOW) & (s >= floor)
+    ok = (m <= _HIGH[bits]) & (m >= _LOW) & (s >= floor) & (s < math.inf)
     if subtracted:
         ok &= t >= _DOMINANT[bits]
     return ok
@@ -61,8 +55,9 @@ def rounding_factor(exp_ulps: float, bits: int) -> float:
 
     ``log1p(t)`` carries the relative error of ``t`` times ``t / ((1 + t)
     log1p(t)) <= 1``: an absolute error of that relative error times ``t /
-    (1 + t)``. ``t``'s relative error is the exp's, ``exp_ulps``, plus in
-    float64 about an ulp for the sum (float32's terms are summed in float64,
-    where their rounding vanishes).
+    (1 + t)``. ``t``'s relative error is that of the terms ``exp(x)``,
+    ``exp_ulps``; in float64 also that of the divisor ``exp(m)`` and about
+    an ulp for the sum and the quotient (float32's terms are summed, and
+    divided by ``exp(m)``, in float64, where their rounding vanishes).
     """
-    return 2.0 * (exp_ulps + (1.0 if bits == 64 else 0.0))
+    return 2.0 * (exp_ulps if bits == 32 else 2.0 * exp_ulps + 1.0)

@@ -104,6 +104,34 @@ def _split(x2: Any) -> tuple[Any, Any, Any, Any, Any]:
     return m[:, 0], d, e, t, ok
 
 
+# XLA's CPU fusion of a float64 sum of float32 terms slows down by an order
+# of magnitude per entry once the array is far larger than the caches
+# (2048x32000 float32: 0.8 s, against 3.5 ms for 512x8192): arrays of more
+# than LARGE entries are mapped over blocks of whole rows of about BLOCK
+# entries, which keeps it at speed.
+LARGE = 1 << 24
+BLOCK = 1 << 15
+
+
+def _block_rows(nrows: int, n: int) -> int | None:
+    """Rows per block (a divisor of ``nrows``), or None for one block."""
+    if nrows * n <= LARGE:
+        return None
+    target = max(1, min(nrows, BLOCK // n))
+    return next(r for r in range(target, 0, -1) if nrows % r == 0)
+
+
+def _by_blocks(fast: Callable[[Any], tuple[Any, Any]], x2: Any) -> tuple[Any, Any]:
+    """``fast(x2)``, computed block by block when ``x2`` is large."""
+    nrows, n = x2.shape
+    rows = _block_rows(nrows, n)
+    if rows is None:
+        return fast(x2)
+    lax = importlib.import_module("jax.lax")
+    out, ok = lax.map(fast, x2.reshape(nrows // rows, rows, n))
+    return out.reshape(nrows, *out.shape[2:]), ok.reshape(nrows)
+
+
 def _guarded(
     fast: Callable[[Any], tuple[Any, Any]], exact: Callable[[Any], Any]
 ) -> Callable[[Any], Any]:
@@ -113,7 +141,7 @@ def _guarded(
 
     @jax.custom_jvp  # type: ignore[untyped-decorator]
     def run(x2: Any) -> Any:
-        out, ok = fast(x2)
+        out, ok = _by_blocks(fast, x2)
         return jax.lax.cond(ok.all(), lambda: out, lambda: exact(x2))
 
     @run.defjvp  # type: ignore[untyped-decorator]

@@ -110,11 +110,11 @@ def maxima(x2: Any) -> tuple[Any, Any]:
     return idx, x2[np.arange(x2.shape[0]), idx].astype(np.float64)
 
 
-def exclude(e: Any, idx: Any, r0: int, c0: int, whole: bool) -> None:
-    """Zero, in the block ``e`` (rows from ``r0``, columns from ``c0``; the
-    rows ``whole``), each row's maximum; nothing is left to subtract."""
+def exclude(e: Any, at: Any, c0: int, whole: bool) -> None:
+    """Zero, in the block ``e`` (columns from ``c0``; the rows ``whole``),
+    each row's maximum, at the column ``at``; nothing is left to
+    subtract."""
     rows, cols = e.shape
-    at = idx[r0 : r0 + rows]
     if whole:
         e[sys.modules["numpy"].arange(rows), at] = 0.0
         return None
@@ -144,12 +144,10 @@ def zeros64(n: int) -> Any:
     return np.zeros(n, dtype=np.float64)
 
 
-def exp_into(x: Any, shift: Any, out: Any) -> Any:
-    """``exp(x)``, or ``exp(x - shift)`` per row, into ``out``."""
+def exp_into(x: Any, out: Any) -> Any:
+    """``exp(x)`` into ``out``."""
     np = sys.modules["numpy"]
-    if shift is None:
-        return np.exp(x, out=out)
-    return np.exp(np.subtract(x, shift[:, None], out=out), out=out)
+    return np.exp(x, out=out)
 
 
 def put(x: Any, idx: Any, value: Any) -> None:

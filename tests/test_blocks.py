@@ -1,0 +1,132 @@
+"""The eager kernels' blocks, against exact references (mpmath, 60 digits).
+
+NumPy's and eager PyTorch's kernels walk the rows in blocks of a fixed
+number of bytes: several whole rows per block, the last block shorter, or a
+row longer than a block cut into slices whose sums are completed before the
+row is normalised. The arrays of the other tests fit in one block; here the
+block is shrunk so that every layout runs on a few short rows, with each
+row's maximum in the first, a middle or the last slice, ties at the
+maximum, and one term dominating the sum.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import numpy as np
+import pytest
+
+from lsekit import cross_entropy, log_softmax, logsumexp, softmax
+from tests.support import (
+    exact_log_softmax,
+    exact_logsumexp,
+    exact_softmax,
+    ulp_error,
+)
+
+# The backends with blocked kernels, and their modules.
+BLOCKED = {"numpy": "lsekit._fast.numpy", "torch": "lsekit._fast.torch"}
+DTYPES = {"float32": np.float32, "float64": np.float64}
+NCOLS = 50
+# Entries per block: a row cut in 4 slices (the last of 2), two whole rows
+# and a short last block, every row in one block.
+WIDTHS = {"slices": 16, "rows": 2 * NCOLS, "one": 64 * NCOLS}
+
+
+def _data(dtype: type) -> np.ndarray:
+    rng = np.random.default_rng(7)
+    x = rng.normal(0.0, 4.0, size=(7, NCOLS))
+    x[0, 0] = 30.0  # maximum in the first slice
+    x[1, 25] = 30.0  # in a middle slice
+    x[2, -1] = 30.0  # in the last, short slice
+    x[3, [3, 40]] = 12.5  # a tie, the two in different slices
+    x[4] = -50.0  # one dominant term: the sum is 1 + 49 e**-60
+    x[4, 33] = 10.0
+    x[5] -= 20.0  # a negative maximum
+    x[6] *= 10.0
+    return x.astype(dtype)
+
+
+@pytest.fixture(params=list(WIDTHS), ids=list(WIDTHS))
+def blocked(request, bk, monkeypatch):
+    """The kernel module of ``bk`` with its blocks of ``WIDTHS`` entries of
+    the array's dtype, and the count of its exponential passes."""
+    if bk.name not in BLOCKED:
+        pytest.skip(f"{bk.name} has no blocked kernels")
+    module = importlib.import_module(BLOCKED[bk.name])
+    calls = []
+
+    def exp_into(x, out):
+        calls.append(tuple(x.shape))
+        return original(x, out)
+
+    original = module.exp_into
+    monkeypatch.setattr(module, "exp_into", exp_into)
+    return module, WIDTHS[request.param], calls
+
+
+def _setup(blocked, monkeypatch, dtype):
+    module, width, calls = blocked
+    itemsize = np.dtype(DTYPES[dtype]).itemsize
+    monkeypatch.setattr(module, "BLOCK_BYTES", width * itemsize)
+    return calls
+
+
+def _blocks(calls, width):
+    """What the calls must be for a ``(7, NCOLS)`` array: the blocks ran."""
+    assert calls, "the blocked kernels did not run"
+    assert max(r * c for r, c in calls) <= max(width, NCOLS)
+    if width < NCOLS:
+        assert {c for _, c in calls} == {width, NCOLS % width}
+
+
+@pytest.mark.parametrize("dtype", list(DTYPES))
+def test_logsumexp(bk, blocked, monkeypatch, dtype):
+    calls = _setup(blocked, monkeypatch, dtype)
+    x = _data(DTYPES[dtype])
+    got = bk.to_numpy(logsumexp(bk.asarray(x, dtype), axis=1))
+    _blocks(calls, blocked[1])
+    for row, g in zip(x, got, strict=True):
+        assert ulp_error(g, exact_logsumexp(row), DTYPES[dtype]) <= 1.0, row
+
+
+@pytest.mark.parametrize("dtype", list(DTYPES))
+def test_log_softmax(bk, blocked, monkeypatch, dtype):
+    calls = _setup(blocked, monkeypatch, dtype)
+    x = _data(DTYPES[dtype])
+    got = bk.to_numpy(log_softmax(bk.asarray(x, dtype), axis=1))
+    _blocks(calls, blocked[1])
+    for row, g in zip(x, got, strict=True):
+        for v, e in zip(g, exact_log_softmax(row), strict=True):
+            assert ulp_error(v, e, DTYPES[dtype]) <= 4.0, (row, v, e)
+
+
+@pytest.mark.parametrize("dtype", list(DTYPES))
+def test_softmax(bk, blocked, monkeypatch, dtype):
+    calls = _setup(blocked, monkeypatch, dtype)
+    npdt = DTYPES[dtype]
+    x = _data(npdt)
+    got = bk.to_numpy(softmax(bk.asarray(x, dtype), axis=1))
+    _blocks(calls, blocked[1])
+    for row, g in zip(x, got, strict=True):
+        for v, e in zip(g, exact_softmax(row), strict=True):
+            if e < np.finfo(npdt).smallest_normal:
+                continue
+            assert ulp_error(v, e, npdt) <= 4.0, (row, v, e)
+
+
+@pytest.mark.parametrize("dtype", list(DTYPES))
+def test_cross_entropy(bk, blocked, monkeypatch, dtype):
+    calls = _setup(blocked, monkeypatch, dtype)
+    npdt = DTYPES[dtype]
+    x = _data(npdt)
+    target = np.array([0, 25, NCOLS - 1, 3, 33, 10, 49])
+    got = bk.to_numpy(
+        cross_entropy(
+            bk.asarray(x, dtype), bk.asarray(target, "int64"), reduction="none"
+        )
+    )
+    _blocks(calls, blocked[1])
+    for row, y, g in zip(x, target, got, strict=True):
+        exact = -exact_log_softmax(row)[y]
+        assert ulp_error(g, exact, npdt) <= 4.0, (row, y, g, exact)
