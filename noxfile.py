@@ -1,13 +1,14 @@
-"""The test matrix: one ``tests`` session per backend manifest, plus lint and types.
+"""The test matrix: a ``tests`` session per backend manifest, lint, types and docs.
 
-``nox`` runs every CPU backend's tests, lint and types; the GPU backends'
-sessions (``nox -s "tests_gpu(cupy)"``) and the benchmarks (``nox -s
-bench``) run only when named.
+``nox`` runs every CPU backend's tests, lint, types and the documentation
+build; the GPU backends' sessions (``nox -s "tests_gpu(cupy)"``) and the
+benchmarks (``nox -s bench``) run only when named.
 """
 
 from __future__ import annotations
 
 import pathlib
+import shutil
 import sys
 
 import nox
@@ -88,3 +89,28 @@ def types(session: nox.Session) -> None:
     """mypy over the package."""
     session.install("mypy", ".")
     session.run("mypy")
+
+
+# The worked examples run on these libraries, installed and configured as
+# their test sessions install them (torch pinned to its CPU wheel, JAX in
+# x64 mode on the CPU).
+DOCS_LIBRARIES = ("torch", "jax", "dask")
+
+
+@nox.session
+def docs(session: nox.Session) -> None:
+    """Build the documentation (warnings are errors) and run its examples."""
+    installs = [pkg for name in DOCS_LIBRARIES for pkg in MANIFESTS[name].install]
+    session.install(".[docs]", *dict.fromkeys(installs))
+    for name in DOCS_LIBRARIES:
+        session.env.update(MANIFESTS[name].env)
+    # A fresh build every time: Sphinx reports a warning only when it reads
+    # the page, and the figures depend on lsekit, which Sphinx does not track.
+    build = pathlib.Path("docs/_build")
+    shutil.rmtree(build, ignore_errors=True)
+    shutil.rmtree("docs/generated", ignore_errors=True)
+    common = ["-W", "--keep-going", "-d", str(build / "doctrees"), "docs"]
+    session.run("sphinx-build", "-b", "html", *common, str(build / "html"))
+    # The doctest builder reuses the doctrees read above: it runs every
+    # docstring's Examples and every page's examples without reading again.
+    session.run("sphinx-build", "-b", "doctest", *common, str(build / "doctest"))

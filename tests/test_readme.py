@@ -1,16 +1,10 @@
-"""The README's and the docs' examples run as written.
+"""The README's examples run as written (the docs' run in ``nox -s docs``).
 
-Each python block of README.md runs on its own. The python blocks of each
-``docs/*.md`` file run in order in one shared namespace, as a reader would
-run them one after the other; a block that imports a library that is not
-installed skips itself and every later block of its file.
-
-Neither depends on the backend under test, so each runs in one session only,
-that of the array library it is about, and skips in the others (every CPU
-backend is selected by default, so a plain ``pytest`` runs them all): a
-README block where its backend's library is tested (NumPy's for a block that
-imports no other array library), a docs file where the last array library
-it imports is tested, since that session has every library the file needs.
+Each python block of README.md runs on its own. A block does not depend on
+the backend under test, so it runs in one session only, that of the array
+library it is about, and skips in the others (every CPU backend is selected
+by default, so a plain ``pytest`` runs them all): where its backend's
+library is tested, NumPy's for a block that imports no other array library.
 """
 
 from __future__ import annotations
@@ -37,11 +31,6 @@ def _blocks(path: pathlib.Path) -> list[str]:
 
 
 BLOCKS = _blocks(README)
-DOCS = [
-    path
-    for path in sorted((ROOT / "docs").glob("*.md"))
-    if _blocks(path)  # docs/accuracy.md has only a sh block
-]
 
 
 def _needs(code: str) -> list[str]:
@@ -127,22 +116,3 @@ def test_readme_block_runs(request, code):
         pytest.skip(reason)
     with _jax_x64_restored(code):
         _run(code, {}, "README.md")
-
-
-@pytest.mark.parametrize(
-    "path", DOCS, ids=[path.relative_to(ROOT).as_posix() for path in DOCS]
-)
-def test_docs_blocks_run(request, path):
-    _skip_unless_tested(request, _libraries(path.read_text(encoding="utf-8"))[-1:])
-    name = path.relative_to(ROOT).as_posix()
-    blocks = _blocks(path)
-    namespace: dict[str, Any] = {"__name__": "__main__"}
-    with _jax_x64_restored(path.read_text(encoding="utf-8")):
-        for i, code in enumerate(blocks):
-            missing = _missing(code)
-            reason = f"{', '.join(missing)} not installed" if missing else None
-            reason = reason or _gpu_missing(code)
-            if reason:
-                ran = f" (blocks 0 to {i - 1} ran)" if i else ""
-                pytest.skip(f"{name}: block {i} and later skipped, {reason}{ran}")
-            _run(code, namespace, f"{name} (python block {i})")
