@@ -65,37 +65,32 @@ def blocked(request, bk, monkeypatch):
     return module, WIDTHS[request.param], calls
 
 
-def _setup(blocked, monkeypatch, dtype):
+def _run(bk, blocked, monkeypatch, dtype, func, *args, **kwargs):
+    """``(x, func(x, ...))`` on the test array, with the blocks of
+    ``blocked``, which must have run: each call's block within the width,
+    and for a row longer than a block, slices of it and of its remainder."""
     module, width, calls = blocked
-    itemsize = np.dtype(DTYPES[dtype]).itemsize
-    monkeypatch.setattr(module, "BLOCK_BYTES", width * itemsize)
-    return calls
-
-
-def _blocks(calls, width):
-    """What the calls must be for a ``(7, NCOLS)`` array: the blocks ran."""
+    npdt = DTYPES[dtype]
+    monkeypatch.setattr(module, "BLOCK_BYTES", width * np.dtype(npdt).itemsize)
+    x = _data(npdt)
+    got = bk.to_numpy(func(bk.asarray(x, dtype), *args, **kwargs))
     assert calls, "the blocked kernels did not run"
     assert max(r * c for r, c in calls) <= max(width, NCOLS)
     if width < NCOLS:
         assert {c for _, c in calls} == {width, NCOLS % width}
+    return x, got
 
 
 @pytest.mark.parametrize("dtype", list(DTYPES))
 def test_logsumexp(bk, blocked, monkeypatch, dtype):
-    calls = _setup(blocked, monkeypatch, dtype)
-    x = _data(DTYPES[dtype])
-    got = bk.to_numpy(logsumexp(bk.asarray(x, dtype), axis=1))
-    _blocks(calls, blocked[1])
+    x, got = _run(bk, blocked, monkeypatch, dtype, logsumexp, axis=1)
     for row, g in zip(x, got, strict=True):
         assert ulp_error(g, exact_logsumexp(row), DTYPES[dtype]) <= 1.0, row
 
 
 @pytest.mark.parametrize("dtype", list(DTYPES))
 def test_log_softmax(bk, blocked, monkeypatch, dtype):
-    calls = _setup(blocked, monkeypatch, dtype)
-    x = _data(DTYPES[dtype])
-    got = bk.to_numpy(log_softmax(bk.asarray(x, dtype), axis=1))
-    _blocks(calls, blocked[1])
+    x, got = _run(bk, blocked, monkeypatch, dtype, log_softmax, axis=1)
     for row, g in zip(x, got, strict=True):
         for v, e in zip(g, exact_log_softmax(row), strict=True):
             assert ulp_error(v, e, DTYPES[dtype]) <= 4.0, (row, v, e)
@@ -103,11 +98,8 @@ def test_log_softmax(bk, blocked, monkeypatch, dtype):
 
 @pytest.mark.parametrize("dtype", list(DTYPES))
 def test_softmax(bk, blocked, monkeypatch, dtype):
-    calls = _setup(blocked, monkeypatch, dtype)
     npdt = DTYPES[dtype]
-    x = _data(npdt)
-    got = bk.to_numpy(softmax(bk.asarray(x, dtype), axis=1))
-    _blocks(calls, blocked[1])
+    x, got = _run(bk, blocked, monkeypatch, dtype, softmax, axis=1)
     for row, g in zip(x, got, strict=True):
         for v, e in zip(g, exact_softmax(row), strict=True):
             if e < np.finfo(npdt).smallest_normal:
@@ -117,16 +109,16 @@ def test_softmax(bk, blocked, monkeypatch, dtype):
 
 @pytest.mark.parametrize("dtype", list(DTYPES))
 def test_cross_entropy(bk, blocked, monkeypatch, dtype):
-    calls = _setup(blocked, monkeypatch, dtype)
-    npdt = DTYPES[dtype]
-    x = _data(npdt)
     target = np.array([0, 25, NCOLS - 1, 3, 33, 10, 49])
-    got = bk.to_numpy(
-        cross_entropy(
-            bk.asarray(x, dtype), bk.asarray(target, "int64"), reduction="none"
-        )
+    x, got = _run(
+        bk,
+        blocked,
+        monkeypatch,
+        dtype,
+        cross_entropy,
+        bk.asarray(target, "int64"),
+        reduction="none",
     )
-    _blocks(calls, blocked[1])
     for row, y, g in zip(x, target, got, strict=True):
         exact = -exact_log_softmax(row)[y]
-        assert ulp_error(g, exact, npdt) <= 4.0, (row, y, g, exact)
+        assert ulp_error(g, exact, DTYPES[dtype]) <= 4.0, (row, y, g, exact)
