@@ -93,12 +93,17 @@ def _unround_shift(xp: ModuleType, a: Any, m: Any, d: Any, e: Any) -> Any:
     of ``exp(a - m)`` as ``|a - m|`` is large (29 at ``a - m = -29``), which
     ``log1p`` passes on whole to the log-softmax of a dominant class. TwoSum
     recovers the rounding ``r`` exactly, and ``exp(d + r) = exp(d) (1 + r)``
-    up to ``r**2``. An infinite ``a`` makes ``r`` NaN; its term is 0 or
-    settled by the callers' masks, and gets no correction.
+    up to ``r**2``. Where ``d`` is not finite (``a`` infinite or NaN, or
+    the shift overflowing), ``e`` is 0 and the correction with it: TwoSum
+    runs on zeros there, which keeps ``inf - inf`` out of it, and with it
+    the floating-point warnings of libraries that compute it later (Dask).
     """
+    finite = xp.isfinite(d)
+    a = xp.where(finite, a, 0.0)
+    d = xp.where(finite, d, 0.0)
     back = d - a
     r = (a - (d - back)) + (-m - back)
-    return e + e * xp.where(xp.isfinite(r), r, 0.0)
+    return e + e * r
 
 
 def _split(
