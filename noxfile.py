@@ -52,6 +52,17 @@ def _run_tests(session: nox.Session, backend: str) -> None:
         *XDIST,
         *session.posargs,
     )
+    if manifest.cluster_tests:
+        # In one pytest process, which starts one cluster for them all.
+        session.run(
+            "pytest",
+            *manifest.cluster_tests,
+            f"--backend={backend}",
+            "--dask-cluster",
+            "-n",
+            "0",
+            *session.posargs,
+        )
 
 
 @nox.session

@@ -37,6 +37,8 @@ class Backend:
     flush_subnormals: bool
     lazy: bool
     convert: str
+    # Tests run again on a dask.distributed LocalCluster (--dask-cluster).
+    cluster_tests: tuple[str, ...]
     gaps: tuple[str, ...]
 
 
@@ -50,7 +52,7 @@ def _read(path: pathlib.Path) -> Backend:
             f"{path.name}: unknown keys {sorted(unknown)}, "
             f"missing keys {sorted(missing)}"
         )
-    for key in ("install", "devices", "dtypes", "gaps"):
+    for key in ("install", "devices", "dtypes", "cluster_tests", "gaps"):
         data[key] = tuple(data[key])
     return Backend(**data)
 

@@ -17,10 +17,13 @@ from typing import Any
 
 import array_api_compat
 
+from ._core import reductions as _reductions
+
 __all__ = [
     "add_rows",
     "as_arrays",
     "autodiff",
+    "blocked_logmatmulexp",
     "compute_dtype",
     "device",
     "differentiable",
@@ -28,6 +31,7 @@ __all__ = [
     "finalize",
     "index_dtype",
     "namespace",
+    "passes",
     "positions",
     "put",
     "readable",
@@ -209,6 +213,27 @@ def put(xp: ModuleType, x: Any, mask: Any, values: Any, at: Any = None) -> Any:
 def namespace(x: Any) -> ModuleType:
     """The array-api-compat namespace of ``x``."""
     return array_api_compat.array_namespace(x)
+
+
+def passes(xp: ModuleType) -> _reductions.Passes:
+    """How the core goes over arrays of ``xp``: chunk by chunk on Dask,
+    where its steps written over whole arrays would hold far more than a
+    chunk in memory (``_dask``); at once elsewhere."""
+    if array_api_compat.is_dask_namespace(xp):
+        from . import _dask
+
+        return _dask.PASSES
+    return _reductions.EAGER
+
+
+def blocked_logmatmulexp(a: Any, b: Any) -> Any:
+    """``log(exp(a) @ exp(b))`` block by block, for Dask arrays of shapes
+    ``(..., M, K)`` and ``(..., K, N)``; None for other arrays."""
+    if not array_api_compat.is_dask_array(a):
+        return None
+    from . import _dask
+
+    return _dask.logmatmulexp(a, b)
 
 
 def autodiff(*arrays: Any) -> str | None:

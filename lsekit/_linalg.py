@@ -307,11 +307,14 @@ def logmatmulexp(a: Any, b: Any, /) -> Any:
     computed by broadcasting, at the cost of ``M * K * N`` exponentials.
     ``torch.func.vmap`` maps the call as one more batch dimension.
 
-    On lazy arrays (Dask), under ``jax.jit`` and under ``torch.compile``,
-    where the cells to recompute cannot be picked out before the
-    computation runs, every cell is computed exactly by broadcasting, a
-    block of rows at a time: correct, but at the cost of ``M * K * N``
-    exponentials.
+    Under ``jax.jit`` and under ``torch.compile``, where the cells to
+    recompute cannot be picked out before the computation runs, every cell
+    is computed exactly by broadcasting, a block of rows at a time:
+    correct, but at the cost of ``M * K * N`` exponentials. On Dask arrays
+    each block of the product (the operands' chunks along ``M``, ``K`` and
+    ``N``) is computed as above, on its chunks, and the blocks along ``K``
+    are combined by ``logsumexp``: memory per task is that of a few
+    chunks.
 
     float32 runs its matrix product in float32; float16 and bfloat16 run in
     float32.
@@ -372,6 +375,8 @@ def logmatmulexp(a: Any, b: Any, /) -> Any:
             out = xp.full(shape, -math.inf, dtype=work, device=_compat.device(a))
         elif (library := _compat.autodiff(a, b)) is not None:
             out = _native.load(library).differentiable(_RULES)(a, b)
+        elif (blocked := _compat.blocked_logmatmulexp(a, b)) is not None:
+            out = blocked
         else:
             out, _ = _forward(a, b)
     if vector_b:

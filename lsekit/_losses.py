@@ -184,8 +184,9 @@ def cross_entropy(
     ValueError
         A class index outside ``[0, C)`` that is neither ``ignore_index``
         nor masked, mismatched shapes, a ``weight`` of the wrong length,
-        ``label_smoothing`` outside [0, 1], an unknown ``reduction``, or
-        ``ignore_index`` with probability targets.
+        ``label_smoothing`` outside [0, 1], an unknown ``reduction``,
+        ``ignore_index`` with probability targets, or a Dask class axis in
+        chunks of unknown length (after boolean indexing).
     TypeError
         Targets that are neither integer nor floating, complex logits.
 
@@ -339,6 +340,7 @@ def cross_entropy(
             return _compat.finalize(xp, xp.astype(loss, out_dtype))
     if w is not None:
         w = xp.astype(w, work)
+    passes = _compat.passes(xp)
 
     def run(part: tuple[Any, ...], example_part: tuple[Any, ...]) -> Any:
         return _impl.per_example(
@@ -352,6 +354,7 @@ def cross_entropy(
             where=None if mask is None else mask[example_part],
             smoothing=smoothing,
             compensated=compensated,
+            passes=passes,
         )
 
     cut, blocks = _blocks(x, i)
@@ -363,5 +366,5 @@ def cross_entropy(
                 None if part is None else xp.concat([q[k] for q in parts], axis=cut)
                 for k, part in enumerate(parts[0])
             )
-        loss = _impl.reduce(xp, loss, counted, weights, reduction, compensated)
+        loss = _impl.reduce(xp, loss, counted, weights, reduction, compensated, passes)
     return _compat.finalize(xp, xp.astype(loss, out_dtype))

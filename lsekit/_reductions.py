@@ -233,6 +233,7 @@ def logsumexp(
         a = xp.broadcast_to(a, shape)
     complex_ = xp.isdtype(work, "complex floating")
     slope = None
+    passes = _compat.passes(xp)
     with _compat.errstate(xp):
         a = _masked(xp, a, where)
         if b is not None:
@@ -247,10 +248,13 @@ def logsumexp(
         if _empty(a):
             out, sign = _empty_logsumexp(xp, a, axes, keepdims, work)
         elif complex_:
-            out, sign = _impl.logsumexp_complex(xp, a, axes, b, keepdims, return_sign)
+            out, sign = _impl.logsumexp_complex(
+                xp, a, axes, b, keepdims, return_sign, passes
+            )
         else:
+            compensated = _compensate(work, out_dtype)
             out, sign = _impl.logsumexp(
-                xp, a, axes, b, keepdims, return_sign, _compensate(work, out_dtype)
+                xp, a, axes, b, keepdims, return_sign, compensated, passes
             )
             if slope is not None:
                 out = out + _zero_weight_slope(xp, *slope, out, sign, axes, keepdims)
@@ -336,13 +340,14 @@ def _normalised(func: str, x: Any, axis: Any, where: Any, impl: str) -> Any:
     if _empty(x):
         return _compat.finalize(xp, xp.astype(x, out_dtype))
     complex_ = xp.isdtype(work, "complex floating")
+    passes = _compat.passes(xp)
     with _compat.errstate(xp):
         xm = _masked(xp, x, where)
         if complex_:
-            out = getattr(_impl, impl + "_complex")(xp, xm, axes)
+            out = getattr(_impl, impl + "_complex")(xp, xm, axes, passes)
         else:
             kernel = getattr(_impl, impl)
-            out = kernel(xp, xm, axes, _compensate(work, out_dtype))
+            out = kernel(xp, xm, axes, _compensate(work, out_dtype), passes)
         if where is not None:
             fill = 0.0 if impl == "softmax" else -math.inf
             out = xp.where(where, out, fill)

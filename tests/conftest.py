@@ -4,6 +4,11 @@ Backends come from the manifests in ``backends/``; ``--backend NAME`` (or
 ``LSEKIT_BACKEND=NAME[,NAME...]``) selects some, and by default every CPU
 backend that is installed runs. GPU backends run only when named, and skip
 with a reason where no GPU is present.
+
+``--dask-cluster`` computes every Dask graph of the run on a
+``dask.distributed.LocalCluster`` of worker processes instead of Dask's
+default threaded scheduler: the graphs travel to other processes, as they
+do on a real cluster (the ``dask_client`` fixture).
 """
 
 from __future__ import annotations
@@ -14,6 +19,8 @@ import os
 import pathlib
 import re
 import sys
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -22,6 +29,10 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 import backends
 from tests.support import Runtime, open_backend
 
+# Worker processes of the session's LocalCluster, one thread each: two,
+# as CI has two cores, and as many as it takes to send data between them.
+CLUSTER_WORKERS = 2
+
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption(
@@ -29,6 +40,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         action="append",
         default=None,
         help="backend manifest to test (repeatable); default: every CPU backend",
+    )
+    parser.addoption(
+        "--dask-cluster",
+        action="store_true",
+        help="compute Dask graphs on a dask.distributed LocalCluster of "
+        f"{CLUSTER_WORKERS} worker processes, started once for the session",
     )
 
 
@@ -87,3 +104,35 @@ def session_backends(request: pytest.FixtureRequest) -> list[str]:
 @pytest.fixture
 def bk(request: pytest.FixtureRequest) -> Runtime:
     return open_backend(backends.load()[request.param])
+
+
+@pytest.fixture(scope="session")
+def dask_client(request: pytest.FixtureRequest) -> Iterator[Any]:
+    """With ``--dask-cluster``, the ``distributed.Client`` of a LocalCluster
+    of worker processes, the default scheduler of every Dask computation
+    until the session ends; None without it (Dask's default scheduler)."""
+    if not request.config.getoption("--dask-cluster"):
+        yield None
+        return
+    distributed = pytest.importorskip(
+        "distributed", reason="--dask-cluster needs dask.distributed"
+    )
+    # No dashboard: its web server would need bokeh, and a fixed port.
+    with (
+        distributed.LocalCluster(
+            n_workers=CLUSTER_WORKERS,
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=None,
+        ) as cluster,
+        distributed.Client(cluster) as client,
+    ):
+        yield client
+
+
+@pytest.fixture(autouse=True)
+def _dask_scheduler(request: pytest.FixtureRequest) -> None:
+    # The cluster starts with the first test that could use it, not at
+    # collection, and only where --dask-cluster asks for it.
+    if request.config.getoption("--dask-cluster"):
+        request.getfixturevalue("dask_client")

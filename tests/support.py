@@ -5,7 +5,8 @@ from __future__ import annotations
 import contextlib
 import functools
 import importlib
-from collections.abc import Iterator
+import sys
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import array_api_compat
@@ -159,6 +160,93 @@ def open_backend(manifest: backends.Backend) -> Runtime:
     except NoDevice as exc:
         pytest.skip(f"{manifest.name} needs a GPU: {exc}")
     return Runtime(manifest, module, device)
+
+
+# Dask schedulers -------------------------------------------------------------
+
+
+def dask_client() -> Any:
+    """The ``distributed.Client`` that computes Dask graphs in this process
+    (``--dask-cluster``), or None: Dask's default, threaded scheduler."""
+    distributed = sys.modules.get("distributed")
+    if distributed is None:
+        return None
+    try:
+        return distributed.default_client()
+    except ValueError:
+        return None
+
+
+@contextlib.contextmanager
+def dask_work() -> Iterator[Callable[[], int]]:
+    """Within the block, a count of the work Dask has done since it began:
+    0 until a graph is computed, on the scheduler that computes here.
+
+    The threaded scheduler tells each task it runs to a callback. A
+    distributed scheduler runs elsewhere, and counts the transitions of its
+    tasks (submitted, run, released): the LocalCluster of ``--dask-cluster``
+    runs its scheduler in this process.
+    """
+    client = dask_client()
+    if client is None:
+        import dask
+
+        ran = [0]
+
+        class Count(dask.callbacks.Callback):
+            def _pretask(self, key: Any, dsk: Any, state: Any) -> None:
+                ran[0] += 1
+
+        with Count():
+            yield lambda: ran[0]
+        return
+    scheduler = client.cluster.scheduler
+    start = scheduler.transition_counter
+    yield lambda: scheduler.transition_counter - start
+
+
+# logmatmulexp against an in-memory result -----------------------------------
+#
+# Eager calls run the shifted matrix product and recompute exactly the cells
+# whose value it cannot vouch for, picked out by reading the product. Under
+# jax.jit nothing can be read before the graph runs, and every cell is
+# computed exactly by broadcasting; on Dask each block's product is eager,
+# and the blocks are combined by logsumexp. So the two agree within the fast
+# path's error, not by construction bit for bit. The tolerance is the
+# accuracy bound of tests/test_logmatmulexp.py, which both sides meet
+# against the exact value: 4 ulps of max(|out|, |r| + |c|, 1) for the
+# roundings around the product, plus (K + 2) eps for the product's own
+# relative error.
+
+
+def logmatmulexp_tolerance(a: Any, b: Any, want: Any) -> Any:
+    """4 ulps of max(|out|, |r| + |c|, 1) plus (K + 2) eps, per cell."""
+    am = a[None, :] if a.ndim == 1 else a
+    bm = b[:, None] if b.ndim == 1 else b
+    with np.errstate(invalid="ignore"):
+        s = (
+            np.abs(np.max(am, axis=-1))[..., :, None]
+            + np.abs(np.max(bm, axis=-2))[..., None, :]
+        )
+    batch = np.broadcast_shapes(am.shape[:-2], bm.shape[:-2])
+    s = np.broadcast_to(s, (*batch, am.shape[-2], bm.shape[-1])).reshape(want.shape)
+    s = np.maximum(np.where(np.isfinite(s), s, 0.0), 1.0)
+    s = np.maximum(s, np.where(np.isfinite(want), np.abs(want), 0.0))
+    return 4 * np.spacing(s) + (am.shape[-1] + 2) * np.finfo(np.float64).eps
+
+
+def assert_logmatmulexp_close(got: Any, want: Any, a: Any, b: Any, name: str) -> None:
+    """float64 results within ``logmatmulexp_tolerance``, with the same
+    NaN, ``+inf`` and ``-inf`` cells."""
+    got, want = np.asarray(got), np.asarray(want)
+    assert got.shape == want.shape, name
+    assert got.dtype == want.dtype == np.float64, name
+    for kind in (np.isnan, np.isposinf, np.isneginf):
+        np.testing.assert_array_equal(kind(got), kind(want), err_msg=name)
+    finite = np.isfinite(want)
+    err = np.abs(np.where(finite, got, 0.0) - np.where(finite, want, 0.0))
+    tol = logmatmulexp_tolerance(a, b, want)
+    assert np.all(err <= tol), (name, got, want, err / tol)
 
 
 # Exact references -----------------------------------------------------------

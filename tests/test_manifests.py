@@ -20,6 +20,10 @@ def test_every_manifest_loads():
         assert b.install, name
         assert b.devices, name
         assert b.convert in {"asarray", "torch", "dask", "cupy"}, name
+        for path in b.cluster_tests:
+            assert (ROOT / path).is_file(), (name, path)
+        # --dask-cluster changes the scheduler of Dask graphs only.
+        assert not b.cluster_tests or b.convert == "dask", name
 
 
 def test_readme_support_table_lists_every_manifest():

@@ -71,6 +71,12 @@ def _tested(b: backends.Backend) -> list[nodes.Node]:
         out.append(nodes.paragraph(text=f"Also: {extra}."))
     if b.lazy:
         out.append(nodes.paragraph(text="Also: lazy graphs, each computed once."))
+    if b.cluster_tests:
+        out.append(
+            nodes.paragraph(
+                text="Also: on a dask.distributed LocalCluster of worker processes."
+            )
+        )
     return out
 
 

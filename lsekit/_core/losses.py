@@ -29,7 +29,7 @@ import math
 from types import ModuleType
 from typing import Any
 
-from .reductions import _log_total, _Split, _split, _sum
+from .reductions import EAGER, Passes, _log_total, _Split, _split, _sum
 
 __all__ = ["per_example", "reduce"]
 
@@ -39,18 +39,6 @@ _NAN = math.nan
 
 def _expand(xp: ModuleType, v: Any, axis: int) -> Any:
     return xp.expand_dims(v, axis=axis)
-
-
-def _gather(xp: ModuleType, x: Any, index: Any, axis: int) -> Any:
-    """``x[..., index, ...]`` along ``axis``; ``index`` is keepdims-shaped."""
-    if hasattr(xp, "take_along_axis"):
-        return xp.take_along_axis(x, index, axis=axis)
-    # Without take_along_axis (Dask), a one-hot selection: exact, because
-    # every other term of the sum is zero.
-    shape = [1] * x.ndim
-    shape[axis] = x.shape[axis]
-    classes = xp.reshape(xp.arange(x.shape[axis], dtype=index.dtype), tuple(shape))
-    return xp.sum(xp.where(classes == index, x, 0.0), axis=axis, keepdims=True)
 
 
 def _half_nll_at(xp: ModuleType, p: _Split, half_total: Any, x_y: Any) -> Any:
@@ -75,15 +63,42 @@ def _half_nll_all(xp: ModuleType, p: _Split, x: Any, half_total: Any) -> Any:
     return xp.where(xp.isnan(p.m) | (p.is_max & (p.m == _INF)), _NAN, nll)
 
 
-def _weighted_sum(
-    xp: ModuleType, q: Any, nll: Any, axis: int, compensated: bool
+def _weighted_nll_terms(xp: ModuleType, p: _Split, x: Any, *q_and_half: Any) -> Any:
+    """``q_c * nll_c`` of each class: ``q_and_half`` is ``(q, half)``, or
+    ``(half,)`` for unit weights."""
+    *q, half = q_and_half
+    nll = _half_nll_all(xp, p, x, half)
+    if not q:
+        return nll
+    # 0 * inf is 0 here: a class without mass costs nothing, whatever its
+    # logit.
+    return q[0] * xp.where(q[0] == 0, 0.0, nll)
+
+
+def _weighted_nll(
+    xp: ModuleType,
+    p: _Split,
+    x: Any,
+    half: Any,
+    q: Any,
+    axis: int,
+    compensated: bool,
+    passes: Passes,
 ) -> Any:
-    """``sum_c q_c * nll_c``; unit weights where ``q`` is None."""
-    if q is not None:
-        # 0 * inf is 0 here: a class without mass costs nothing, whatever
-        # its logit.
-        nll = q * xp.where(q == 0, 0.0, nll)
-    return _sum(xp, nll, (axis,), compensated)
+    """``sum_c q_c * nll_c`` over the class ``axis`` of the logits ``x``
+    split as ``p``; unit weights where ``q`` is None. ``q`` of the logits'
+    shape (target probabilities) is read with them."""
+    full: tuple[Any, ...]
+    small: tuple[Any, ...]
+    if q is None:
+        full, small = (), (half,)
+    elif q.shape == x.shape:
+        full, small = (q,), (half,)
+    else:
+        full, small = (), (q, half)
+    return passes.chunkwise(
+        xp, _weighted_nll_terms, p, x, full, small, (axis,), compensated, True
+    )
 
 
 def per_example(
@@ -98,6 +113,7 @@ def per_example(
     where: Any,
     smoothing: float,
     compensated: bool,
+    passes: Passes = EAGER,
 ) -> tuple[Any, Any, Any]:
     """Each example's cross-entropy, with what the mean divides by.
 
@@ -113,7 +129,14 @@ def per_example(
     each example's weight in the mean (None: 1 each).
     """
     n_classes = x.shape[axis]
-    p = _split(xp, x, (axis,), None, compensated)
+    index: Any = None
+    valid: Any = None
+    safe: Any = None
+    if not probabilities:
+        index = _expand(xp, target, axis)
+        valid = (index >= 0) & (index < n_classes)
+        safe = xp.where(valid, index, xp.zeros_like(index))
+    p = _split(xp, x, (axis,), None, compensated, passes, at=safe)
     half = 0.5 * xp.where(p.finite, _log_total(xp, p), 0.0)
     per_class = None
     if weight is not None:
@@ -129,24 +152,19 @@ def per_example(
             q = q * (1.0 - smoothing) + smoothing / n_classes
         if per_class is not None:
             q = q * per_class
-        loss = _weighted_sum(xp, q, _half_nll_all(xp, p, x, half), axis, compensated)
+        loss = _weighted_nll(xp, p, x, half, q, axis, compensated, passes)
     else:
-        index = _expand(xp, target, axis)
-        valid = (index >= 0) & (index < n_classes)
         if ignore_index is not None:
             keep = index != ignore_index
             counted = keep if counted is None else counted & keep
-        safe = xp.where(valid, index, xp.zeros_like(index))
-        loss = _half_nll_at(xp, p, half, _gather(xp, x, safe, axis))
+        loss = _half_nll_at(xp, p, half, p.at)
         if weight is not None:
             weights = xp.reshape(
                 xp.take(weight, xp.reshape(safe, (-1,)), axis=0), tuple(safe.shape)
             )
             loss = weights * xp.where(weights == 0, 0.0, loss)
         if smoothing:
-            smooth = _weighted_sum(
-                xp, per_class, _half_nll_all(xp, p, x, half), axis, compensated
-            )
+            smooth = _weighted_nll(xp, p, x, half, per_class, axis, compensated, passes)
             loss = (1.0 - smoothing) * loss + (smoothing / n_classes) * smooth
         bad = ~valid if counted is None else counted & ~valid
         loss = xp.where(bad, _NAN, loss)
@@ -169,11 +187,13 @@ def reduce(
     weights: Any,
     reduction: str,
     compensated: bool,
+    passes: Passes = EAGER,
 ) -> Any:
     """Apply ``reduction`` to the output of :func:`per_example`."""
     if reduction == "none":
         return loss
-    summed = _sum(xp, loss, tuple(range(loss.ndim)), compensated) if loss.ndim else loss
+    axes = tuple(range(loss.ndim))
+    summed = _sum(xp, loss, axes, compensated, passes) if loss.ndim else loss
     summed = xp.reshape(summed, ())
     if reduction == "sum":
         return summed
