@@ -5,8 +5,8 @@ written in ``dask.array``. Both sides build a graph and compute it inside
 the timed call, with Dask's default (threaded) scheduler. Every axis of
 every input is split in two chunks, so that every reduction crosses a chunk
 boundary, as it does on arrays too large for one chunk, and the operands
-of the matrix product are chunked alike along the axis they share. The
-matrix product runs up to size `MATMUL_LIMIT` only.
+of the matrix product are chunked alike along the axis they share: its
+graph is a product per block and their combination along that axis.
 """
 
 from __future__ import annotations
@@ -26,12 +26,6 @@ NAME = "dask"
 
 # Chunks per axis.
 _SPLIT = 2
-# lsekit's logmatmulexp on Dask builds a graph that grows with the cube of
-# the size (14 thousand tasks at 512, 113 thousand at 1024 on 2 x 2 chunks,
-# minutes per call): larger sizes would keep a full run going for hours.
-MATMUL_LIMIT = 256
-
-
 def _import(name: str) -> Any:
     # Typed as Any: dask's annotations vary between versions.
     return importlib.import_module(name)
@@ -76,6 +70,5 @@ def _library() -> suite.Library:
 
 
 def cases(sizes: Sizes) -> list[Case]:
-    """The Dask cases of a run of ``sizes``, the matrix product up to 256."""
-    matmul = [n for n in sizes.matmul if n <= MATMUL_LIMIT]
-    return suite.cases(NAME, sizes, _library, matmul=matmul)
+    """The Dask cases of a run of ``sizes``."""
+    return suite.cases(NAME, sizes, _library)
