@@ -180,9 +180,14 @@ def _in_pieces(
     axis: tuple[int, ...],
     fold: _Fold | None,
 ) -> Any:
-    """``fn(offsets, x, *others)`` over pieces of a chunk ``x`` cut along its
-    longest axis (``others`` with it, where they have its length there),
+    """``fn(offsets, x, *others)`` over pieces of a chunk ``x`` cut along
+    one axis (``others`` with it, where they have its length there),
     ``offsets`` where each piece begins along each axis.
+
+    The cut runs along the outermost axis (not reduced, for a reduction)
+    whose slices fit in a piece: the pieces of a C-ordered chunk are then
+    contiguous, and reduce on their own. Failing that, along the longest
+    axis.
 
     ``fold`` None: ``fn`` is elementwise, and its pieces are put together.
     Otherwise ``fn`` gives partial results of a reduction over ``axis``,
@@ -192,7 +197,14 @@ def _in_pieces(
     size = math.prod(x.shape)
     if x.ndim == 0 or size <= _PIECE:
         return fn((0,) * x.ndim, x, *others)
-    along = max(range(x.ndim), key=lambda i: x.shape[i])
+    along = next(
+        (
+            i
+            for i, n in enumerate(x.shape)
+            if n > 1 and size // n <= _PIECE and (fold is None or i not in axis)
+        ),
+        max(range(x.ndim), key=lambda i: x.shape[i]),
+    )
     n = x.shape[along]
     step = max(1, n * _PIECE // size)
     parts = []

@@ -26,6 +26,8 @@ NAME = "dask"
 
 # Chunks per axis.
 _SPLIT = 2
+
+
 def _import(name: str) -> Any:
     # Typed as Any: dask's annotations vary between versions.
     return importlib.import_module(name)
