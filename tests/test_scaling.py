@@ -284,10 +284,30 @@ MEMORY: dict[str, Callable[[Any], Any]] = {
     "cross_entropy-vocabulary": lambda da: cross_entropy(*_vocabulary(da, 5)),
 }
 
+# A second pass over chunks along the reduced axis, after the sums: Dask
+# keeps the slice's chunks until then (a gap listed in backends/dask.toml).
+# Reduced again here, so that the result is small.
+HELD: dict[str, Callable[[Any], Any]] = {
+    "cross_entropy-vocabulary-smoothing": lambda da: cross_entropy(
+        *_vocabulary(da, 10), label_smoothing=0.1
+    ),
+    "log_softmax": lambda da: log_softmax(_long(da, 11), axis=1).max(axis=1),
+    "softmax-every-axis": lambda da: softmax(_long(da, 12)).sum(),
+    "logsumexp-complex": lambda da: logsumexp(_long(da, 13) * (1 + 1j), axis=1),
+}
+_HELD = pytest.mark.xfail(
+    reason="a second pass along a reduced axis of several chunks holds the "
+    "slice's chunks (backends/dask.toml)",
+    raises=AssertionError,
+    strict=True,
+)
 
-@pytest.mark.parametrize("name", list(MEMORY))
+
+@pytest.mark.parametrize(
+    "name", [*MEMORY, *(pytest.param(n, marks=_HELD) for n in HELD)]
+)
 def test_memory_stays_within_a_few_chunks(da, name):
-    result = MEMORY[name](da)
+    result = {**MEMORY, **HELD}[name](da)
     with _traced() as peak:
         value = result.compute()
     assert np.all(np.isfinite(value)), name
