@@ -6,8 +6,10 @@ hands the arrays to the standard-only code in ``_core.losses``.
 
 from __future__ import annotations
 
+import functools
 import math
 import operator
+from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
@@ -96,6 +98,33 @@ def _check_indices(
 # temporaries of a block stay in cache, and the peak memory is a small
 # fraction of the logits' bytes however large the batch.
 _BLOCK = 1 << 18
+
+
+@functools.cache
+def _exact(ignore: int | None) -> Callable[[Any, Any], Any]:
+    """The standard-only loss of 2-D rows of logits (classes along the last
+    axis) and their class indices, in float64: for the rows that a fast
+    path does not certify."""
+
+    def exact(rows: Any, target: Any) -> Any:
+        xp = _compat.namespace(rows)
+        work = _compat.compute_dtype(xp, rows.dtype, _compat.device(rows))
+        with _compat.errstate(xp):
+            loss = _impl.per_example(
+                xp,
+                xp.astype(rows, work),
+                target,
+                1,
+                probabilities=False,
+                weight=None,
+                ignore_index=ignore,
+                where=None,
+                smoothing=0.0,
+                compensated=_compensate(work, rows.dtype),
+            )[0]
+        return xp.astype(loss, xp.float64)
+
+    return exact
 
 
 def _blocks(x: Any, i: int) -> tuple[int, list[tuple[tuple[Any, ...], ...]]]:
@@ -331,7 +360,7 @@ def cross_entropy(
     if not probabilities and w is None and not smoothing and mask is None:
         kern = _fast.kernels(x)
     if kern is not None:
-        found = _fast.cross_entropy(kern, x, t, i, ignore)
+        found = _fast.cross_entropy(kern, x, t, i, ignore, _exact(ignore))
         if found is not None:
             with _compat.errstate(xp):
                 loss = _impl.reduce(

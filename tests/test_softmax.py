@@ -132,6 +132,20 @@ def test_dominant_log_probability(bk):
     assert got[1] == -40.0 - 4.248354255291589e-18
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_sum_beyond_the_largest_number(bk, pair, dtype):
+    # exp(79.9) is finite in float32 but 10000 of them are not, nor is
+    # 10000 exp(709.5) in float64: the sum must not be formed unshifted.
+    ours, ref = pair
+    top = {"float32": 79.9, "float64": 709.5}[dtype]
+    x = np.full((2, 10000), top)
+    x[1, ::2] = top - 1.0
+    a = bk.asarray(x, dtype=dtype)
+    got = bk.to_numpy(ours(a, axis=1)).astype(np.float64)
+    want = ref(bk.to_numpy(a).astype(np.float64), axis=1)
+    np.testing.assert_allclose(got, want, rtol=4 * np.finfo(dtype).eps)
+
+
 def test_empty(bk, pair):
     ours, _ = pair
     a = bk.asarray(np.zeros((0, 4)))

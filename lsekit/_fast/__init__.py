@@ -2,7 +2,7 @@
 
 Each module has ``accepts(x)``, ``eligible(x)``, ``transpose(x, perm)``,
 ``as_rows(x, n)``, ``logsumexp(x2, exact)``, ``normalised(x2, kind,
-exact)``, ``cross_entropy(x2, target, ignore)``, ``sign(out)`` and
+exact)``, ``cross_entropy(x2, target, ignore, exact)``, ``sign(out)`` and
 ``cast(x, dtype)``: the kernels of ``logsumexp``, ``log_softmax``,
 ``softmax`` and the class-index ``cross_entropy`` over the rows of a 2-D
 float array, which take the exponentials in its dtype and sum them in
@@ -119,15 +119,21 @@ def normalised(
 
 
 def cross_entropy(
-    kern: ModuleType, x: Any, target: Any, axis: int, ignore: int | None
+    kern: ModuleType,
+    x: Any,
+    target: Any,
+    axis: int,
+    ignore: int | None,
+    exact: Callable[[Any, Any], Any],
 ) -> tuple[Any, Any] | None:
     """Each example's cross-entropy (class indices ``target``, classes along
     ``axis``) in float64, of the examples' shape, and the mask of those
     counted (None: all); None when the standard-only path must take over.
+    ``exact(rows, target)`` is that path's loss of 2-D rows, in float64.
     """
     perm, shape, nkept = _layout(x, (axis,))
     x2 = _rows(kern, x, perm, shape, nkept)
-    found = kern.cross_entropy(x2, target.reshape(-1), ignore)
+    found = kern.cross_entropy(x2, target.reshape(-1), ignore, exact)
     if found is None:
         return None
     loss, counted = found

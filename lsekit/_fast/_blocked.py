@@ -22,6 +22,15 @@ from . import _bounds
 __all__ = ["cross_entropy", "logsumexp", "normalised", "split"]
 
 
+def _block(a: Any, r0: int, r1: int, c0: int = 0, c1: int | None = None) -> Any:
+    """``a[r0:r1, c0:c1]``, or ``a`` itself when that is all of it: a view
+    costs PyTorch microseconds, and a small array is a single block."""
+    rows, cols = a.shape
+    if r0 == 0 and r1 == rows and c0 == 0 and c1 in (None, cols):
+        return a
+    return a[r0:r1, c0:c1]
+
+
 def _rows(ops: ModuleType, x2: Any, kind: str) -> tuple[Any, Any, Any, Any]:
     """``(out, m, t, ok)`` for each row of a C-contiguous 2-D float array.
 
@@ -43,19 +52,20 @@ def _rows(ops: ModuleType, x2: Any, kind: str) -> tuple[Any, Any, Any, Any]:
     step_c = min(n, width)
     shape = (min(step_r, nrows), step_c)
     e_buf = ops.empty(shape, x2)
-    d_buf = ops.empty64(shape) if kind == "log_softmax" else None
     whole = step_c == n
     for r0 in range(0, nrows, step_r):
         r1 = min(nrows, r0 + step_r)
         # The maxima of a block of whole rows are taken while it is in
         # cache, on its way to the exponentials: one pass over memory.
-        at, m_b = ops.maxima(x2[r0:r1])
+        at, m_b = ops.maxima(_block(x2, r0, r1))
         m[r0:r1] = m_b
         subtracted = at is None
         scale = lib.exp(m_b)
         for c0 in range(0, n, step_c):
             c1 = min(n, c0 + step_c)
-            e = ops.exp_into(x2[r0:r1, c0:c1], e_buf[: r1 - r0, : c1 - c0])
+            e = ops.exp_into(
+                _block(x2, r0, r1, c0, c1), _block(e_buf, 0, r1 - r0, 0, c1 - c0)
+            )
             # One maximum per row leaves the sum: its share is exactly 1
             # after the division, and adding it would round away the terms
             # below eps. ops.exclude takes it out of e, or gives what to
@@ -72,10 +82,12 @@ def _rows(ops: ModuleType, x2: Any, kind: str) -> tuple[Any, Any, Any, Any]:
             if out is not None and whole:
                 t = s[r0:r1] if top is None else s[r0:r1] - top[r0:r1]
                 t = t / scale
-                _finish(ops, out[r0:r1], x2[r0:r1], e, m_b, scale, t, d_buf, kind)
+                _finish(
+                    ops, _block(out, r0, r1), _block(x2, r0, r1), e, m_b, scale, t, kind
+                )
                 if kind == "softmax" and at is not None:
                     # The maximum taken out of e above.
-                    ops.put(out[r0:r1], at, 1.0 / (1.0 + t))
+                    ops.put(_block(out, r0, r1), at, 1.0 / (1.0 + t))
         if out is not None and not whole:
             # A row longer than a block: normalised slice by slice, once its
             # sum is complete.
@@ -85,15 +97,17 @@ def _rows(ops: ModuleType, x2: Any, kind: str) -> tuple[Any, Any, Any, Any]:
                 c1 = min(n, c0 + step_c)
                 x = x2[r0:r1, c0:c1]
                 e = ops.exp_into(x, e_buf[:, : c1 - c0])
-                _finish(ops, out[r0:r1, c0:c1], x, e, m_b, scale, t, d_buf, kind)
+                _finish(ops, out[r0:r1, c0:c1], x, e, m_b, scale, t, kind)
     if top is not None:
         s -= top
     t = s / lib.exp(m)
     ok = _bounds.certified(m, t, s, n, ops.bits(x2), subtracted)
     if kind == "softmax":
         # A numerator exp(x) below the smallest normal number has lost
-        # digits, which the quotient keeps where the maximum is negative.
-        ok &= m >= 0.0
+        # digits, which the quotient keeps where the maximum is negative;
+        # and the divisor exp(m) (1 + t) = exp(m) + s, rounded to the
+        # dtype, overflows near the top of exp's range on a long row.
+        ok &= (m >= 0.0) & (lib.exp(m) + s < _bounds.LARGEST[ops.bits(x2)])
     return out, m, t, ok
 
 
@@ -105,7 +119,6 @@ def _finish(
     m: Any,
     scale: Any,
     t: Any,
-    d: Any,
     kind: str,
 ) -> None:
     """Write the normalised entries of a block into ``out``."""
@@ -114,7 +127,7 @@ def _finish(
         ops.divide_into(e, (scale * (1.0 + t))[:, None], out)
     else:
         # (x - m) - log1p(t): both terms are <= 0, and nothing cancels.
-        ops.shifted_into(x, m[:, None], ops.lib().log1p(t)[:, None], d, out)
+        ops.shifted_into(x, m[:, None], ops.lib().log1p(t)[:, None], out)
 
 
 def split(ops: ModuleType, x2: Any) -> tuple[Any, Any, Any, Any]:

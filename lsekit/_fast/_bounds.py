@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-__all__ = ["certified", "rounding_factor"]
+__all__ = ["LARGEST", "certified", "rounding_factor"]
 
 # Below 80 a float32 exp(x) is finite; below 690 a float64 sum of up to
 # 2**30 terms exp(x) is.
@@ -27,6 +27,9 @@ _LOW = -700.0
 # quarter of an ulp (2**-25 and 2**-54 relative) of the sum.
 _TINY = {32: 2.0**-126, 64: 2.0**-1022}
 _GUARD = {32: 2.0**25, 64: 2.0**54}
+# A power of two under each dtype's largest finite number: a softmax's
+# divisor ``exp(m) (1 + t)``, rounded to the dtype, stays finite below it.
+LARGEST = {32: 2.0**127, 64: 2.0**1023}
 # See ``certified``: 64 ulps of 1 over an eighth of an ulp of the dtype.
 _DOMINANT = {32: 2.0**-53 * 64 * 2.0**27, 64: 2.0**-53 * 64 * 2.0**56}
 

@@ -121,31 +121,34 @@ def _block_rows(nrows: int, n: int) -> int | None:
     return next(r for r in range(target, 0, -1) if nrows % r == 0)
 
 
-def _by_blocks(fast: Callable[[Any], tuple[Any, Any]], x2: Any) -> tuple[Any, Any]:
-    """``fast(x2)``, computed block by block when ``x2`` is large."""
-    nrows, n = x2.shape
-    rows = _block_rows(nrows, n)
-    if rows is None:
-        return fast(x2)
+def _by_blocks(fast: Callable[..., tuple[Any, Any]], *rows: Any) -> tuple[Any, Any]:
+    """``fast(*rows)``, computed block by block when the rows are many:
+    ``rows`` are the 2-D rows and any per-row arrays that go with them."""
+    nrows, n = rows[0].shape
+    per = _block_rows(nrows, n)
+    if per is None:
+        return fast(*rows)
     lax = importlib.import_module("jax.lax")
-    out, ok = lax.map(fast, x2.reshape(nrows // rows, rows, n))
+    blocks = tuple(r.reshape(nrows // per, per, *r.shape[1:]) for r in rows)
+    out, ok = lax.map(lambda block: fast(*block), blocks)
     return out.reshape(nrows, *out.shape[2:]), ok.reshape(nrows)
 
 
 def _guarded(
-    fast: Callable[[Any], tuple[Any, Any]], exact: Callable[[Any], Any]
-) -> Callable[[Any], Any]:
+    fast: Callable[..., tuple[Any, Any]], exact: Callable[..., Any]
+) -> Callable[..., Any]:
     """``fast`` where it certifies every row, ``exact`` otherwise; the
-    derivatives are always ``exact``'s."""
+    derivatives are always ``exact``'s. Both take the rows and any per-row
+    arrays (class indices) after them."""
     jax = importlib.import_module("jax")
 
     @jax.custom_jvp  # type: ignore[untyped-decorator]
-    def run(x2: Any) -> Any:
-        out, ok = _by_blocks(fast, x2)
-        return jax.lax.cond(ok.all(), lambda: out, lambda: exact(x2))
+    def run(*rows: Any) -> Any:
+        out, ok = _by_blocks(fast, *rows)
+        return jax.lax.cond(ok.all(), lambda: out, lambda: exact(*rows))
 
     @run.defjvp  # type: ignore[untyped-decorator]
-    def jvp(primals: tuple[Any], tangents: tuple[Any]) -> tuple[Any, Any]:
+    def jvp(primals: tuple[Any, ...], tangents: tuple[Any, ...]) -> tuple[Any, Any]:
         return jax.jvp(exact, primals, tangents)  # type: ignore[no-any-return]
 
     return run  # type: ignore[no-any-return]
@@ -189,6 +192,37 @@ def normalised(x2: Any, kind: str, exact: Callable[[Any], Any]) -> tuple[Any, No
     return _normalised(kind, exact)(x2), None
 
 
-def cross_entropy(x2: Any, target: Any, ignore: int | None) -> None:
-    """Not taken on JAX: the standard-only path serves."""
-    return None
+@functools.cache
+def _cross_entropy(
+    ignore: int | None, exact: Callable[[Any, Any], Any]
+) -> Callable[[Any, Any], Any]:
+    def fast(x2: Any, target: Any) -> tuple[Any, Any]:
+        jnp = _jnp()
+        m, _, _, t, ok = _split(x2)
+        valid = (target >= 0) & (target < x2.shape[1])
+        at = jnp.where(valid, target, 0)[:, None]
+        picked = jnp.take_along_axis(x2, at, axis=1)[:, 0]
+        # (m - x[target]) + log1p(t): two non-negative terms, so that a
+        # confident prediction's tiny loss keeps its digits. m - x[target]
+        # of two float32 numbers is exact in float64 unless their exponents
+        # lie 29 apart, and then within a float64 ulp.
+        loss = (m.astype(jnp.float64) - picked.astype(jnp.float64)) + jnp.log1p(t)
+        # Out-of-range indices go to the exact path, which gives them NaN.
+        ok = ok & valid
+        if ignore is not None:
+            counted = target != ignore
+            loss = jnp.where(counted, loss, 0.0)
+            ok = ok | ~counted
+        return loss, ok
+
+    return _guarded(fast, exact)
+
+
+def cross_entropy(
+    x2: Any, target: Any, ignore: int | None, exact: Callable[[Any, Any], Any]
+) -> tuple[Any, Any]:
+    """Each row's ``logsumexp - x[target]`` in float64, 0 where the target
+    is ``ignore``, and the mask of the counted rows (None: all).
+    ``exact(rows, target)`` is the standard-only path, in float64."""
+    loss = _cross_entropy(ignore, exact)(x2, target)
+    return loss, None if ignore is None else target != ignore

@@ -134,11 +134,6 @@ def empty(shape: tuple[int, int], like: Any) -> Any:
     return sys.modules["numpy"].empty(shape, dtype=like.dtype)
 
 
-def empty64(shape: tuple[int, int]) -> Any:
-    np = sys.modules["numpy"]
-    return np.empty(shape, dtype=np.float64)
-
-
 def zeros64(n: int) -> Any:
     np = sys.modules["numpy"]
     return np.zeros(n, dtype=np.float64)
@@ -165,18 +160,19 @@ def sum64(e: Any) -> Any:
     return np.einsum("ij->i", e, dtype=np.float64)
 
 
-def shifted_into(x: Any, m: Any, low: Any, buf: Any, out: Any) -> None:
-    """``(x - m) - low`` into ``out``, formed in float64 (where ``x - m`` is
-    exact for float32 ``x``) and rounded once; ``buf`` a float64 scratch
-    block at least ``x``'s shape."""
+def shifted_into(x: Any, m: Any, low: Any, out: Any) -> None:
+    """``(x - m) - low`` into ``out``, in ``out``'s dtype: a float64 operand
+    would send NumPy through its slower mixed-dtype loops. For float32,
+    ``x - m``, the cast ``low`` and the difference each round: within 1.5
+    ulps of the result (both terms are <= 0), plus ``low``'s own error."""
     np = sys.modules["numpy"]
-    d = np.subtract(x, m, out=buf[: x.shape[0], : x.shape[1]])
-    np.subtract(d, low, out=out, casting="same_kind")
+    np.subtract(x, m.astype(out.dtype), out=out)
+    np.subtract(out, low.astype(out.dtype), out=out)
 
 
 def divide_into(a: Any, b: Any, out: Any) -> None:
-    """``a / b`` into ``out``, formed in float64 and rounded once."""
-    sys.modules["numpy"].divide(a, b, out=out, casting="same_kind")
+    """``a / b`` into ``out``, in ``out``'s dtype (``b`` rounded to it)."""
+    sys.modules["numpy"].divide(a, b.astype(out.dtype), out=out)
 
 
 def pick(x2: Any, idx: Any) -> Any:
@@ -185,6 +181,7 @@ def pick(x2: Any, idx: Any) -> Any:
     return x2[np.arange(x2.shape[0]), idx].astype(np.float64)
 
 
-def cross_entropy(x2: Any, target: Any, ignore: int | None) -> Any:
-    """``_blocked.cross_entropy`` on NumPy."""
+def cross_entropy(x2: Any, target: Any, ignore: int | None, exact: Any = None) -> Any:
+    """``_blocked.cross_entropy`` on NumPy; None (a row not certified)
+    hands every row to the standard-only path, so ``exact`` goes unused."""
     return _blocked.cross_entropy(sys.modules[__name__], x2, target, ignore)

@@ -1,6 +1,11 @@
 """PyTorch (eager, CPU): the primitives of the blocked row kernels.
 
 Written through the ``out=`` and in-place forms of PyTorch's operations.
+The vectors of one value per row (maxima, sums, ``t``, the certified rows)
+are NumPy arrays that share memory with the tensors they come from: on a
+batch of a few hundred rows each of PyTorch's operations costs several
+microseconds of dispatch, NumPy's about one, and the kernel makes a few
+dozen of them.
 Tensors that autograd, forward-mode AD or a ``torch.func`` transform
 tracks, and traces under ``torch.compile``, take the standard-only path,
 whose derivatives the tests check.
@@ -70,14 +75,31 @@ def as_rows(x: Any, n: int) -> Any:
     return x.contiguous().reshape(-1, n)
 
 
+def _tensor(v: Any) -> Any:
+    """A NumPy vector as a tensor on the same memory."""
+    return sys.modules["torch"].from_numpy(v)
+
+
+def _float64(v: Any) -> Any:
+    """A vector tensor as a float64 NumPy vector (NumPy converts faster)."""
+    return v.numpy().astype(sys.modules["numpy"].float64)
+
+
+def _result(v: Any) -> Any:
+    """A NumPy vector as a tensor of its own, for the caller to keep."""
+    return None if v is None else _tensor(v).clone()
+
+
 def logsumexp(x2: Any, exact: Any = None) -> tuple[Any, Any]:
     """``_blocked.logsumexp`` on PyTorch; the caller recomputes the rows."""
-    return _blocked.logsumexp(sys.modules[__name__], x2)
+    out, redo = _blocked.logsumexp(sys.modules[__name__], x2)
+    return _result(out), _result(redo)
 
 
 def normalised(x2: Any, kind: str, exact: Any = None) -> tuple[Any, Any]:
     """``_blocked.normalised`` on PyTorch; the caller recomputes the rows."""
-    return _blocked.normalised(sys.modules[__name__], x2, kind)
+    out, redo = _blocked.normalised(sys.modules[__name__], x2, kind)
+    return out, _result(redo)
 
 
 def sign(out: Any) -> Any:
@@ -96,13 +118,16 @@ def cast(x: Any, dtype: Any) -> Any:
 
 
 def lib() -> ModuleType:
-    """The library, whose ``exp``, ``log1p`` and ``abs`` serve as they are."""
-    return sys.modules["torch"]
+    """The library of the per-row vectors: NumPy."""
+    return sys.modules["numpy"]
 
 
 def quiet() -> contextlib.AbstractContextManager[Any]:
-    """PyTorch warns of no floating-point event."""
-    return contextlib.nullcontext()
+    """NumPy's floating-point warnings off (PyTorch gives none): rows that
+    overflow are recomputed."""
+    state: contextlib.AbstractContextManager[Any]
+    state = sys.modules["numpy"].errstate(all="ignore")
+    return state
 
 
 def bits(x: Any) -> int:
@@ -120,9 +145,9 @@ def maxima(x2: Any) -> tuple[Any, Any]:
     subtraction instead (see ``exclude``)."""
     torch = sys.modules["torch"]
     if x2.dtype == torch.float32:
-        return None, x2.amax(dim=1).double()
+        return None, _float64(x2.amax(dim=1))
     idx = x2.argmax(dim=1)
-    return idx, x2.gather(1, idx[:, None])[:, 0]
+    return idx, x2.gather(1, idx[:, None])[:, 0].numpy()
 
 
 def exclude(e: Any, at: Any, c0: int, whole: bool) -> Any:
@@ -136,7 +161,7 @@ def exclude(e: Any, at: Any, c0: int, whole: bool) -> Any:
     sum: exact enough unless one term dominates (see ``_bounds``).
     """
     if at is None:
-        return e.amax(dim=1).double()
+        return _float64(e.amax(dim=1))
     cols = e.shape[1]
     if whole:
         e.scatter_(1, at[:, None], 0.0)
@@ -157,14 +182,9 @@ def empty(shape: tuple[int, int], like: Any) -> Any:
     return sys.modules["torch"].empty(shape, dtype=like.dtype)
 
 
-def empty64(shape: tuple[int, int]) -> Any:
-    torch = sys.modules["torch"]
-    return torch.empty(shape, dtype=torch.float64)
-
-
 def zeros64(n: int) -> Any:
-    torch = sys.modules["torch"]
-    return torch.zeros(n, dtype=torch.float64)
+    np = sys.modules["numpy"]
+    return np.zeros(n, dtype=np.float64)
 
 
 def exp_into(x: Any, out: Any) -> Any:
@@ -178,36 +198,42 @@ def put(x: Any, idx: Any, value: Any) -> None:
     if isinstance(value, float):
         x.scatter_(1, idx[:, None], value)
     else:
-        x.scatter_(1, idx[:, None], value[:, None].to(x.dtype))
+        x.scatter_(1, idx[:, None], _tensor(value)[:, None].to(x.dtype))
 
 
 def sum64(e: Any) -> Any:
     """Row sums, accumulated in float64."""
     torch = sys.modules["torch"]
-    return torch.sum(e, dim=1, dtype=torch.float64)
+    return torch.sum(e, dim=1, dtype=torch.float64).numpy()
 
 
-def shifted_into(x: Any, m: Any, low: Any, buf: Any, out: Any) -> None:
+def shifted_into(x: Any, m: Any, low: Any, out: Any) -> None:
     """``(x - m) - low`` into ``out``, in ``out``'s dtype: PyTorch's
     operations on mixed dtypes take a slow path. For float32, ``x - m``, the
     cast ``low`` and the difference each round: within 1.5 ulps of the
     result, plus ``low``'s own error."""
     torch = sys.modules["torch"]
-    torch.sub(x, m.to(out.dtype), out=out)
-    out.sub_(low.to(out.dtype))
+    torch.sub(x, _tensor(m).to(out.dtype), out=out)
+    out.sub_(_tensor(low).to(out.dtype))
 
 
 def divide_into(a: Any, b: Any, out: Any) -> None:
     """``a / b`` into ``out``, in ``out``'s dtype (``b`` rounded to it)."""
     torch = sys.modules["torch"]
-    torch.div(a, b.to(out.dtype), out=out)
+    torch.div(a, _tensor(b).to(out.dtype), out=out)
 
 
 def pick(x2: Any, idx: Any) -> Any:
     """``x2[i, idx[i]]`` of every row ``i``, in float64."""
-    return x2.gather(1, idx[:, None])[:, 0].double()
+    return _float64(x2.gather(1, _tensor(idx)[:, None])[:, 0])
 
 
-def cross_entropy(x2: Any, target: Any, ignore: int | None) -> Any:
-    """``_blocked.cross_entropy`` on PyTorch."""
-    return _blocked.cross_entropy(sys.modules[__name__], x2, target, ignore)
+def cross_entropy(x2: Any, target: Any, ignore: int | None, exact: Any = None) -> Any:
+    """``_blocked.cross_entropy`` on PyTorch; None (a row not certified)
+    hands every row to the standard-only path, so ``exact`` goes unused."""
+    found = _blocked.cross_entropy(
+        sys.modules[__name__], x2, target.contiguous().numpy(), ignore
+    )
+    if found is None:
+        return None
+    return _result(found[0]), _result(found[1])
