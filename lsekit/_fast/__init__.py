@@ -15,15 +15,18 @@ paths are held to the same tests as ``_core``.
 
 from __future__ import annotations
 
-import importlib
 import math
 from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
+from . import jax, numpy, torch
+
 __all__ = ["cross_entropy", "kernels", "logsumexp", "normalised"]
 
-_MODULES = ("numpy", "torch", "jax")
+# Imported here, not on first use: a first call may come while
+# ``torch.compile`` traces, which cannot follow an import.
+_MODULES = (numpy, torch, jax)
 
 # The kernels found for each array type: the lookup runs on every call.
 _BY_TYPE: dict[type, ModuleType | None] = {}
@@ -34,8 +37,7 @@ def kernels(x: Any) -> ModuleType | None:
     kind = type(x)
     if kind not in _BY_TYPE:
         found = None
-        for name in _MODULES:
-            module = importlib.import_module(f"{__name__}.{name}")
+        for module in _MODULES:
             if module.accepts(x):
                 found = module
         _BY_TYPE[kind] = found
