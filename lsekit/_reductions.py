@@ -159,10 +159,11 @@ def logsumexp(
 
     Unweighted, unmasked float32 and float64 input takes a fast path on
     NumPy and on eager PyTorch (CPU), and float32 under JAX with
-    ``jax_enable_x64``: one pass over memory for the maxima, ``exp`` and its
-    float64 sum, in blocks that stay in cache. Its exponentials are exact in
-    their argument (unshifted ``exp(x)`` divided by ``exp(m)`` afterwards,
-    or, on JAX, the shift's rounding undone by TwoSum), and the rows where
+    ``jax_enable_x64`` and under ``torch.compile`` (CPU): one pass over
+    memory for the maxima, ``exp`` and its float64 sum, in blocks that stay
+    in cache, or fused by the compiler. Its exponentials are exact in their
+    argument (unshifted ``exp(x)`` divided by ``exp(m)`` afterwards, or,
+    when traced, the shift's rounding undone by TwoSum), and the rows where
     its own rounding could reach half an ulp of the result (one dominant
     term, a result near 0, a maximum outside the range of ``exp``, a
     non-finite one) are recomputed by the path above. Results agree with it

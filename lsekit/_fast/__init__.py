@@ -7,9 +7,10 @@ exact)``, ``cross_entropy(x2, target, ignore, exact)``, ``sign(out)`` and
 ``softmax`` and the class-index ``cross_entropy`` over the rows of a 2-D
 float array, which take the exponentials in its dtype and sum them in
 float64. NumPy's and eager PyTorch's are blocked loops (``_blocked``);
-JAX's is one traced expression. The driver here lays the reduced axes out
-as rows and hands the rows that the eager kernels do not certify (JAX's
-decides itself) to the standard-only implementation in ``_core``. The fast
+JAX's, and PyTorch's under ``torch.compile``, one traced expression
+(``_traced``). The driver here lays the reduced axes out as rows and hands
+the rows that the eager kernels do not certify (the traced ones decide
+themselves) to the standard-only implementation in ``_core``. The fast
 paths are held to the same tests as ``_core``.
 """
 

@@ -1,17 +1,7 @@
-"""JAX (float32): the kernels as one traced expression, for XLA to fuse.
+"""JAX (float32): the kernels of ``_traced``, for XLA to fuse, guarded.
 
-XLA on the CPU fuses an elementwise expression into one reduction, but not
-two reductions over one input, nor a masked one, at speed: what is cheap is
-the maximum, then a single float64 sum. So the terms are shifted, ``d = x -
-m`` in float32, and the rounding of the shift, ``r = (x - m) - d`` (exact by
-TwoSum), is undone to first order: ``exp(d) + exp(d) r``, its error ``r**2 /
-2`` far below a float32 ulp. That is exact in the argument, like the eager
-kernels' unshifted exponentials (see ``_blocked``). The maximum's term is
-exactly 1 and is subtracted from the float64 sum, which leaves ``t`` with a
-relative error of ``2**-53 (1 + t) / t`` times the depth of the sum: rows
-where one term dominates (``t < 2**-20``) are not certified, nor those whose
-maximum is not finite. Where any row is not, ``lax.cond`` runs the standard-
-only path instead, on every row; derivatives always come from that path (a
+Where any row is not certified, ``lax.cond`` runs the standard-only path
+instead, on every row; derivatives always come from that path (a
 ``custom_jvp``), so that they are those the tests check.
 """
 
@@ -23,7 +13,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from . import _bounds
+from . import _traced
 
 __all__ = [
     "accepts",
@@ -36,10 +26,6 @@ __all__ = [
     "sign",
     "transpose",
 ]
-
-# XLA's float32 exp on the CPU is within 0.99 ulps over [-87, 88]
-# (measured), and e + e r rounds once more.
-EXP_ULPS = {32: 1.5}
 
 
 def _jnp() -> Any:
@@ -81,27 +67,6 @@ def sign(out: Any) -> Any:
 def cast(x: Any, dtype: Any) -> Any:
     """``x`` in ``dtype``."""
     return x.astype(dtype)
-
-
-# t below this: one term dominates, see the module's docstring.
-_DOMINANT = 2.0**-20
-
-
-def _split(x2: Any) -> tuple[Any, Any, Any, Any, Any]:
-    """``(m, d, e, t, ok)`` of each row: the maximum, ``d = x - m`` as
-    rounded, ``e = exp(x - m)`` with that rounding undone, ``t`` in float64,
-    and the certified rows."""
-    jnp = _jnp()
-    m = jnp.max(x2, axis=1)[:, None]
-    d = x2 - m
-    # Knuth's TwoSum: r is exactly (x - m) - d, in float32.
-    back = d - x2
-    r = (x2 - (d - back)) + (-m - back)
-    e = jnp.exp(d)
-    e = e + e * r
-    t = jnp.sum(e.astype(jnp.float64), axis=1) - 1.0
-    ok = jnp.isfinite(m[:, 0]) & (t >= _DOMINANT)
-    return m[:, 0], d, e, t, ok
 
 
 # XLA's CPU fusion of a float64 sum of float32 terms slows down by an order
@@ -156,14 +121,7 @@ def _guarded(
 
 @functools.cache
 def _logsumexp(exact: Callable[[Any], Any]) -> Callable[[Any], Any]:
-    def fast(x2: Any) -> tuple[Any, Any]:
-        jnp = _jnp()
-        m, _, _, t, ok = _split(x2)
-        out = m.astype(jnp.float64) + jnp.log1p(t)
-        k = _bounds.rounding_factor(EXP_ULPS[32], 32)
-        return out, ok & (jnp.abs(out) * (1.0 + t) >= k * t)
-
-    return _guarded(fast, exact)
+    return _guarded(lambda x2: _traced.logsumexp(_jnp(), x2), exact)
 
 
 def logsumexp(x2: Any, exact: Callable[[Any], Any]) -> tuple[Any, None]:
@@ -175,13 +133,8 @@ def logsumexp(x2: Any, exact: Callable[[Any], Any]) -> tuple[Any, None]:
 @functools.cache
 def _normalised(kind: str, exact: Callable[[Any], Any]) -> Callable[[Any], Any]:
     def fast(x2: Any) -> tuple[Any, Any]:
-        jnp = _jnp()
-        _, d, e, t, ok = _split(x2)
-        if kind == "softmax":
-            return e / (1.0 + t).astype(x2.dtype)[:, None], ok
-        # (x - m) - log1p(t): both terms are <= 0; d rounds once, and so
-        # do log1p(t) and the difference.
-        return d - jnp.log1p(t).astype(x2.dtype)[:, None], ok
+        m, t, ok = _traced.stats(_jnp(), x2)
+        return _traced.normalised(_jnp(), x2, m, t, kind), ok
 
     return _guarded(fast, exact)
 
@@ -198,22 +151,8 @@ def _cross_entropy(
 ) -> Callable[[Any, Any], Any]:
     def fast(x2: Any, target: Any) -> tuple[Any, Any]:
         jnp = _jnp()
-        m, _, _, t, ok = _split(x2)
-        valid = (target >= 0) & (target < x2.shape[1])
-        at = jnp.where(valid, target, 0)[:, None]
-        picked = jnp.take_along_axis(x2, at, axis=1)[:, 0]
-        # (m - x[target]) + log1p(t): two non-negative terms, so that a
-        # confident prediction's tiny loss keeps its digits. m - x[target]
-        # of two float32 numbers is exact in float64 unless their exponents
-        # lie 29 apart, and then within a float64 ulp.
-        loss = (m.astype(jnp.float64) - picked.astype(jnp.float64)) + jnp.log1p(t)
-        # Out-of-range indices go to the exact path, which gives them NaN.
-        ok = ok & valid
-        if ignore is not None:
-            counted = target != ignore
-            loss = jnp.where(counted, loss, 0.0)
-            ok = ok | ~counted
-        return loss, ok
+        take = functools.partial(jnp.take_along_axis, axis=1)
+        return _traced.cross_entropy(jnp, x2, target, ignore, take)
 
     return _guarded(fast, exact)
 

@@ -1,4 +1,5 @@
-"""PyTorch (eager, CPU): the primitives of the blocked row kernels.
+"""PyTorch on the CPU: eagerly, the primitives of the blocked row kernels;
+under ``torch.compile``, the traced kernels of ``_traced``.
 
 Written through the ``out=`` and in-place forms of PyTorch's operations.
 The vectors of one value per row (maxima, sums, ``t``, the certified rows)
@@ -7,19 +8,25 @@ batch of a few hundred rows each of PyTorch's operations costs several
 microseconds of dispatch, NumPy's about one, and the kernel makes a few
 dozen of them.
 Tensors that autograd, forward-mode AD or a ``torch.func`` transform
-tracks, and traces under ``torch.compile``, take the standard-only path,
-whose derivatives the tests check.
+tracks take the standard-only path, whose derivatives the tests check.
+
+Under ``torch.compile`` nothing can be read while the graph is traced:
+float32 rows go through ``_traced``, one fused expression for Inductor, and
+``torch.cond`` runs the standard-only path on every row instead where any
+row is not certified (float64, with nothing wider to sum in, keeps that
+path).
 """
 
 from __future__ import annotations
 
 import contextlib
 import sys
+from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
 from .. import _compat
-from . import _blocked
+from . import _blocked, _traced
 
 __all__ = [
     "accepts",
@@ -52,17 +59,24 @@ def accepts(x: Any) -> bool:
     return torch is not None and type(x) is torch.Tensor
 
 
+def _compiling() -> bool:
+    return bool(sys.modules["torch"].compiler.is_compiling())
+
+
 def eligible(x: Any) -> bool:
-    """float32 or float64 on the CPU, not empty, and no derivative taken."""
+    """float32 or float64 on the CPU (float32 alone under ``torch.compile``),
+    not empty, and no derivative taken."""
     torch = sys.modules["torch"]
-    return (
+    if not (
         x.dtype in (torch.float32, torch.float64)
         and x.device.type == "cpu"
         and x.numel() > 0
         and not (x.requires_grad and torch.is_grad_enabled())
-        and _compat.readable(x)
-        and _compat.autodiff(x) is None
-    )
+    ):
+        return False
+    if _compiling():
+        return x.dtype == torch.float32 and not torch._C._functorch.is_batchedtensor(x)
+    return _compat.readable(x) and _compat.autodiff(x) is None
 
 
 def transpose(x: Any, perm: tuple[int, ...]) -> Any:
@@ -90,14 +104,39 @@ def _result(v: Any) -> Any:
     return None if v is None else _tensor(v).clone()
 
 
-def logsumexp(x2: Any, exact: Any = None) -> tuple[Any, Any]:
-    """``_blocked.logsumexp`` on PyTorch; the caller recomputes the rows."""
+def _gather(x2: Any, at: Any) -> Any:
+    return x2.gather(1, at)
+
+
+def _cond(ok: Any, fast: Callable[[], Any], exact: Callable[[], Any]) -> Any:
+    """``fast()`` where every row is certified (``ok``), ``exact()``
+    otherwise: both are traced, one runs."""
+    return sys.modules["torch"].cond(ok.all(), fast, exact)
+
+
+def logsumexp(x2: Any, exact: Callable[[Any], Any]) -> tuple[Any, Any]:
+    """Each row's log-sum-exp in float64, and the rows for the caller to
+    recompute with ``exact`` (None: none)."""
+    if _compiling():
+        out, ok = _traced.logsumexp(_compat.namespace(x2), x2)
+        # A branch may not return a tensor from outside it: the copy is of
+        # one value per row.
+        return _cond(ok, lambda: out.clone(), lambda: exact(x2)), None
     out, redo = _blocked.logsumexp(sys.modules[__name__], x2)
     return _result(out), _result(redo)
 
 
-def normalised(x2: Any, kind: str, exact: Any = None) -> tuple[Any, Any]:
-    """``_blocked.normalised`` on PyTorch; the caller recomputes the rows."""
+def normalised(x2: Any, kind: str, exact: Callable[[Any], Any]) -> tuple[Any, Any]:
+    """The rows' ``log_softmax`` or ``softmax`` (``kind``) in their dtype,
+    and the rows for the caller to recompute with ``exact`` (None: none)."""
+    if _compiling():
+        xp = _compat.namespace(x2)
+        m, t, ok = _traced.stats(xp, x2)
+
+        def fast() -> Any:
+            return _traced.normalised(xp, x2, m, t, kind)
+
+        return _cond(ok, fast, lambda: exact(x2)), None
     out, redo = _blocked.normalised(sys.modules[__name__], x2, kind)
     return out, _result(redo)
 
@@ -228,9 +267,18 @@ def pick(x2: Any, idx: Any) -> Any:
     return _float64(x2.gather(1, _tensor(idx)[:, None])[:, 0])
 
 
-def cross_entropy(x2: Any, target: Any, ignore: int | None, exact: Any = None) -> Any:
-    """``_blocked.cross_entropy`` on PyTorch; None (a row not certified)
-    hands every row to the standard-only path, so ``exact`` goes unused."""
+def cross_entropy(
+    x2: Any, target: Any, ignore: int | None, exact: Callable[[Any, Any], Any]
+) -> Any:
+    """Each row's ``logsumexp - x[target]`` in float64, 0 where the target
+    is ``ignore``, and the mask of the counted rows (None: all); or None,
+    eagerly, where a row is not certified, which hands every row to the
+    standard-only path (``exact`` serves the compiled kernel alone)."""
+    if _compiling():
+        xp = _compat.namespace(x2)
+        loss, ok = _traced.cross_entropy(xp, x2, target, ignore, _gather)
+        loss = _cond(ok, lambda: loss.clone(), lambda: exact(x2, target))
+        return loss, None if ignore is None else target != ignore
     found = _blocked.cross_entropy(
         sys.modules[__name__], x2, target.contiguous().numpy(), ignore
     )

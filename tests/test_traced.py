@@ -1,0 +1,253 @@
+"""The traced float32 kernels as the compilers build them: JAX's under
+``jax.jit``, PyTorch's under ``torch.compile``, against exact references
+(mpmath, 60 digits).
+
+The adversarial families' float32 rows, batched by length, go through each
+kernel compiled. Every row it certifies is held to the bounds of
+``test_accuracy`` and ``test_cross_entropy_accuracy``; every row far from
+the limits of its certificate (a sum of other terms ``t >= 2**-19`` and,
+for logsumexp, a result of magnitude 6 or more) must be certified, so that
+the bounds are those of the fast path. The public functions, compiled, are
+held to the same bounds on every row: the batches that hold a row the
+kernel does not certify take the standard-only path instead.
+
+These tests are specific to the two libraries and do not take the ``bk``
+fixture; each skips where its library's session is not running.
+"""
+
+from __future__ import annotations
+
+import functools
+import shutil
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import mpmath
+import numpy as np
+import pytest
+
+import backends
+from lsekit import cross_entropy, log_softmax, logsumexp, softmax
+from lsekit._fast import _traced
+from tests.families import FAMILIES, rows
+from tests.support import (
+    exact_log_softmax,
+    exact_logsumexp,
+    exact_softmax,
+    jax_x64,
+    library_session,
+    ulp_error,
+)
+
+KINDS = ("logsumexp", "log_softmax", "softmax", "cross_entropy")
+BOUND = {"logsumexp": 1.0, "log_softmax": 4.0, "softmax": 4.0, "cross_entropy": 4.0}
+F32 = np.float32
+
+
+class Compiler(NamedTuple):
+    """A library's compiler: ``run(f, *arrays)`` calls ``f`` compiled on
+    the float32 (or integer) NumPy arrays as the library's, and gives its
+    results back as NumPy arrays; ``xp`` is its array namespace;
+    ``flushes``: it flushes subnormal results to 0 (its manifest's
+    ``flush_subnormals``)."""
+
+    name: str
+    xp: Any
+    run: Callable[..., Any]
+    flushes: bool
+
+
+def _jax(request: pytest.FixtureRequest) -> Any:
+    library_session(request, "jax")
+    context = jax_x64()
+    jax = context.__enter__()
+    request.addfinalizer(lambda: context.__exit__(None, None, None))
+    jnp = jax.numpy
+
+    def run(f: Callable[..., Any], *arrays: np.ndarray) -> Any:
+        out = jax.jit(f)(*(jnp.asarray(a) for a in arrays))
+        return jax.tree.map(np.asarray, out)
+
+    return Compiler("jax", jnp, run, backends.load()["jax"].flush_subnormals)
+
+
+# torch.compile's functions, kept across the tests: compiling is slow.
+COMPILED: dict[Callable[..., Any], Callable[..., Any]] = {}
+
+
+def _torch(request: pytest.FixtureRequest) -> Any:
+    torch = library_session(request, "torch")
+    if not any(shutil.which(c) for c in ("c++", "g++", "clang++")):
+        pytest.skip("torch.compile's CPU backend needs a C++ compiler; none found")
+    import array_api_compat.torch as xp
+
+    def run(f: Callable[..., Any], *arrays: np.ndarray) -> Any:
+        # One compiled function for every batch size and row length.
+        if f not in COMPILED:
+            COMPILED[f] = torch.compile(f, fullgraph=True, dynamic=True)
+        # The standard-only cross_entropy's take_along_axis specialises
+        # the graph to the number of classes: one per row length.
+        with torch._dynamo.config.patch(recompile_limit=64):
+            out = COMPILED[f](*(torch.asarray(a) for a in arrays))
+        if isinstance(out, tuple):
+            return tuple(o.numpy() for o in out)
+        return out.numpy()
+
+    return Compiler("torch", xp, run, backends.load()["torch"].flush_subnormals)
+
+
+# Dynamo warns about array-api-compat's lru_cache and Inductor about
+# torch.jit in its CPU passes; neither is lsekit's.
+pytestmark = [
+    pytest.mark.filterwarnings(
+        "ignore:Dynamo detected a call to a `functools.lru_cache`"
+    ),
+    pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated"),
+]
+
+
+@pytest.fixture(params=["jax", "torch"])
+def compiler(request):
+    return {"jax": _jax, "torch": _torch}[request.param](request)
+
+
+class Batch(NamedTuple):
+    labels: list[str]
+    x: np.ndarray  # (N, C) float32 values
+    target: np.ndarray  # (N,) class indices: each row's maximum, then minimum
+
+
+def _batches() -> list[Batch]:
+    by_length: dict[int, list[tuple[str, np.ndarray]]] = {}
+    for family in FAMILIES:
+        for k, row in enumerate(rows(family, F32)):
+            by_length.setdefault(row.size, []).append((f"{family}[{k}]", row))
+    batches = []
+    for members in by_length.values():
+        labels = [label for label, _ in members]
+        x = np.stack([row for _, row in members]).astype(F32)
+        # The tiny loss of a confident, correct prediction, and a large one.
+        for name, pick in (("max", np.argmax), ("min", np.argmin)):
+            target = np.array([int(pick(row)) for _, row in members])
+            batches.append(Batch([f"{la} target {name}" for la in labels], x, target))
+    return batches
+
+
+BATCHES = _batches()
+
+
+def _exact(kind: str, row: np.ndarray, target: int) -> list[mpmath.mpf]:
+    """The exact result of ``kind`` on a row, as a list."""
+    row = row.astype(np.float64)
+    if kind == "logsumexp":
+        return [exact_logsumexp(row)]
+    if kind == "cross_entropy":
+        return [exact_logsumexp(row) - mpmath.mpf(float(row[target]))]
+    return exact_log_softmax(row) if kind == "log_softmax" else exact_softmax(row)
+
+
+def _error(
+    compiler: Compiler, kind: str, got: Any, exact: mpmath.mpf, row: np.ndarray
+) -> float:
+    if compiler.flushes and got == 0.0 and abs(exact) < np.finfo(F32).smallest_normal:
+        return 0.0
+    if kind == "logsumexp":
+        # As in test_accuracy: where the maximum m < 0 and log(sum exp(a -
+        # m)) cancel it, the error is measured in ulps of |m|.
+        scale = max(abs(float(exact)), abs(float(row.max())))
+        return float(
+            abs(mpmath.mpf(float(got)) - exact) / float(np.spacing(F32(scale)))
+        )
+    return ulp_error(got, exact, F32)
+
+
+def _far_from_limits(kind: str, row: np.ndarray) -> bool:
+    """Whether the kernel must certify the row: the sum of its terms
+    other than the maximum's, relative to it, is not tiny, and a
+    logsumexp is not near 0."""
+    row = row.astype(np.float64)
+    top = float(row.max())
+    t = mpmath.fsum(mpmath.exp(mpmath.mpf(float(v)) - top) for v in row) - 1
+    if not np.isfinite(top) or t < 2.0**-19:
+        return False
+    return kind != "logsumexp" or abs(exact_logsumexp(row)) >= 6
+
+
+def _take(xp: Any) -> Callable[[Any, Any], Any]:
+    """The kernels' ``take_along_axis(x2, at, axis=1)`` of ``xp``."""
+    if hasattr(xp, "gather"):
+        return lambda x2, at: x2.gather(1, at)
+    return functools.partial(xp.take_along_axis, axis=1)
+
+
+@functools.cache
+def _kernel(xp: Any, kind: str) -> Callable[..., Any]:
+    if kind == "logsumexp":
+        return lambda x: _traced.logsumexp(xp, x)
+    if kind == "cross_entropy":
+        take = _take(xp)
+        return lambda x, target: _traced.cross_entropy(xp, x, target, None, take)
+
+    def normalised(x: Any) -> Any:
+        m, t, ok = _traced.stats(xp, x)
+        return _traced.normalised(xp, x, m, t, kind), ok
+
+    return normalised
+
+
+def _check(
+    compiler: Compiler, kind: str, batch: Batch, got: np.ndarray, certified: np.ndarray
+) -> None:
+    """Every certified row within the bound."""
+    for i in np.flatnonzero(certified):
+        row, target = batch.x[i], int(batch.target[i])
+        values = np.atleast_1d(got[i])
+        exact = _exact(kind, row, target)
+        worst = max(
+            _error(compiler, kind, g, e, row)
+            for g, e in zip(values, exact, strict=True)
+        )
+        assert worst <= BOUND[kind], (
+            f"{batch.labels[i]}: {kind} {worst:.2f} ulps > {BOUND[kind]}"
+        )
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_kernel(compiler, kind):
+    kernel = _kernel(compiler.xp, kind)
+    must = 0
+    for batch in BATCHES:
+        if kind != "cross_entropy" and batch.labels[0].endswith("target min"):
+            continue  # the same rows again
+        args = (batch.x, batch.target) if kind == "cross_entropy" else (batch.x,)
+        got, ok = compiler.run(kernel, *args)
+        _check(compiler, kind, batch, got, ok)
+        for i, row in enumerate(batch.x):
+            if _far_from_limits(kind, row):
+                must += 1
+                assert ok[i], f"{batch.labels[i]}: {kind} not certified"
+    assert must > 0, f"no row of the families must be certified for {kind}"
+
+
+PUBLIC: dict[str, Callable[..., Any]] = {
+    "logsumexp": lambda x: logsumexp(x, axis=1),
+    "log_softmax": lambda x: log_softmax(x, axis=1),
+    "softmax": lambda x: softmax(x, axis=1),
+    "cross_entropy": lambda x, target: cross_entropy(x, target, reduction="none"),
+}
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_public(compiler, kind):
+    fallbacks = 0
+    for batch in BATCHES:
+        if kind != "cross_entropy" and batch.labels[0].endswith("target min"):
+            continue
+        args = (batch.x, batch.target) if kind == "cross_entropy" else (batch.x,)
+        got = compiler.run(PUBLIC[kind], *args)
+        _check(compiler, kind, batch, got, np.ones(len(batch.x), dtype=bool))
+        _, ok = compiler.run(_kernel(compiler.xp, kind), *args)
+        fallbacks += int(not ok.all())
+    # Some batches hold rows that the kernel does not certify, and took
+    # the standard-only path.
+    assert fallbacks > 0
