@@ -16,6 +16,8 @@ JAX under ``jax.enable_x64`` where the session did not enable it.
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -236,6 +238,35 @@ def test_torch_compile_fullgraph(torch, case):
     loss = _torch_loss(torch, case)
     compiled = torch.compile(loss, fullgraph=True, backend="aot_eager")
     _close(_torch_grad(compiled, x).numpy(), _torch_grad(loss, x).numpy(), case)
+
+
+# A first call to lsekit while Dynamo traces, in a process of its own: the
+# fast path's modules must already be imported, since Dynamo cannot follow
+# an import (the other tests' eager calls import them in this process).
+FIRST_CALL = """
+import warnings
+import torch
+import lsekit
+warnings.simplefilter("error")
+warnings.filterwarnings("ignore", "Dynamo detected a call to a `functools.lru_cache`")
+warnings.filterwarnings("ignore", "`torch.jit.script_method` is deprecated")
+x = torch.linspace(-3.0, 3.0, 12).reshape(3, 4)
+f = torch.compile(lambda x: lsekit.logsumexp(x, axis=1), fullgraph=True)
+print(float((f(x) - torch.logsumexp(x.double(), 1)).abs().max()))
+"""
+
+
+def test_torch_compile_first_call(torch):
+    _compiler_or_skip()
+    done = subprocess.run(
+        [sys.executable, "-c", FIRST_CALL],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert float(done.stdout) < 1e-6
 
 
 @pytest.mark.parametrize("case", list(CASES))
