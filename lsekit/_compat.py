@@ -39,11 +39,57 @@ __all__ = [
 ]
 
 
-device = array_api_compat.device
+# array-api-compat's type checks go through ``functools.lru_cache``, which
+# Dynamo warns about, once per call site, each time ``torch.compile``
+# traces one: a user who compiles a call to lsekit would see a screenful of
+# warnings. PyTorch's tensors are told apart first, here, and namespaces by
+# name; array-api-compat answers for the other arrays.
+_NAMESPACES = {
+    "numpy": ("numpy", "array_api_compat.numpy"),
+    "torch": ("torch", "array_api_compat.torch"),
+    "dask": ("dask.array", "array_api_compat.dask.array"),
+    "array_api_strict": ("array_api_strict",),
+}
+
+
+def _is_torch(x: object) -> bool:
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(x, torch.Tensor)
+
+
+def _is_numpy(x: object) -> bool:
+    return not _is_torch(x) and array_api_compat.is_numpy_array(x)
+
+
+def _is_jax(x: object) -> bool:
+    return not _is_torch(x) and array_api_compat.is_jax_array(x)
+
+
+def _is_namespace(xp: ModuleType, library: str) -> bool:
+    return xp.__name__ in _NAMESPACES[library]
 
 
 def _is_array(x: object) -> bool:
+    if _is_torch(x):
+        return True
+    if x is None or isinstance(x, (bool, int, float, complex, list, tuple)):
+        return False
     return array_api_compat.is_array_api_obj(x)
+
+
+def device(x: Any) -> Any:
+    """The device of ``x`` (see ``array_api_compat.device``)."""
+    if _is_torch(x):
+        return x.device
+    return array_api_compat.device(x)
+
+
+def _torch_namespace() -> ModuleType:
+    # array_namespace's answer for a tensor; a plain import, which Dynamo
+    # follows where it would not follow importlib.
+    import array_api_compat.torch as xp
+
+    return xp
 
 
 def _namespace(func: str, named: dict[str, Any]) -> ModuleType:
@@ -53,6 +99,8 @@ def _namespace(func: str, named: dict[str, Any]) -> ModuleType:
         import numpy
 
         return array_api_compat.array_namespace(numpy.empty(0))
+    if all(_is_torch(v) for v in arrays.values()):
+        return _torch_namespace()
     try:
         return array_api_compat.array_namespace(*arrays.values())
     except TypeError:
@@ -79,21 +127,21 @@ def as_arrays(
         if value is None:
             raise TypeError(f"{func}() argument {name!r} must be an array, not None")
     xp = _namespace(func, named)
-    devices = {k: array_api_compat.device(v) for k, v in named.items() if _is_array(v)}
+    devices = {k: device(v) for k, v in named.items() if _is_array(v)}
     # Under jax.jit a traced argument has no device yet (None); only the
     # devices that are known can disagree.
     devices = {k: d for k, d in devices.items() if d is not None}
-    device = next(iter(devices.values()), None)
-    if any(d != device for d in devices.values()):
-        where = ", ".join(f"{k} on {d}" for k, d in devices.items())
-        raise ValueError(f"{func}() got arrays on different devices ({where})")
+    common = next(iter(devices.values()), None)
+    if any(d != common for d in devices.values()):
+        found = ", ".join(f"{k} on {d}" for k, d in devices.items())
+        raise ValueError(f"{func}() got arrays on different devices ({found})")
     out: dict[str, Any] = {}
     for k, v in named.items():
         if v is None or _is_array(v):
             out[k] = v
             continue
         try:
-            out[k] = xp.asarray(v, device=device)
+            out[k] = xp.asarray(v, device=common)
         except (TypeError, ValueError) as exc:
             raise TypeError(
                 f"{func}() argument {k!r} could not be converted to an array: "
@@ -134,9 +182,7 @@ def errstate(xp: ModuleType) -> Iterator[None]:
     terms) on NumPy-backed namespaces, where the arithmetic runs eagerly
     inside this block.
     """
-    if array_api_compat.is_numpy_namespace(
-        xp
-    ) or array_api_compat.is_array_api_strict_namespace(xp):
+    if _is_namespace(xp, "numpy") or _is_namespace(xp, "array_api_strict"):
         numpy = sys.modules["numpy"]
         with numpy.errstate(all="ignore"):
             yield
@@ -146,7 +192,7 @@ def errstate(xp: ModuleType) -> Iterator[None]:
 
 def finalize(xp: ModuleType, x: Any) -> Any:
     """Give 0-d NumPy results as NumPy scalars, as SciPy does."""
-    if array_api_compat.is_numpy_namespace(xp) and x.ndim == 0:
+    if _is_namespace(xp, "numpy") and x.ndim == 0:
         return x[()]
     return x
 
@@ -163,13 +209,13 @@ def readable(x: Any) -> bool:
     ``jax.jit``), PyTorch tensors while ``torch.compile`` traces, and those
     that ``torch.func.vmap`` batches (one value per mapped slice).
     """
-    if array_api_compat.is_jax_array(x):
-        return not isinstance(x, sys.modules["jax"].core.Tracer)
-    if array_api_compat.is_torch_array(x):
+    if _is_torch(x):
         torch = sys.modules["torch"]
         return not (
             torch.compiler.is_compiling() or torch._C._functorch.is_batchedtensor(x)
         )
+    if _is_jax(x):
+        return not isinstance(x, sys.modules["jax"].core.Tracer)
     return not array_api_compat.is_lazy_array(x)
 
 
@@ -180,7 +226,7 @@ def positions(xp: ModuleType, mask: Any) -> Any:
     positions compiles once per shape, and the padding keeps the shapes
     few. ``put`` reads only as many values as ``mask`` holds.
     """
-    if array_api_compat.is_jax_array(mask):
+    if _is_jax(mask):
         count = int(xp.sum(xp.astype(mask, index_dtype(xp, device(mask)))))
         size = 0 if count == 0 else 1 << (count - 1).bit_length()
         return sys.modules["jax.numpy"].nonzero(mask, size=size, fill_value=0)[0]
@@ -198,11 +244,7 @@ def put(xp: ModuleType, x: Any, mask: Any, values: Any, at: Any = None) -> Any:
     rank among the masked ones (and values past the masked count, from the
     padding of ``positions``, are never read).
     """
-    if (
-        array_api_compat.is_numpy_array(x)
-        or array_api_compat.is_torch_array(x)
-        or array_api_compat.is_cupy_array(x)
-    ):
+    if _is_torch(x) or _is_numpy(x) or array_api_compat.is_cupy_array(x):
         x[mask if at is None else at] = values
         return x
     counts = xp.astype(mask, index_dtype(xp, device(x)))
@@ -212,6 +254,8 @@ def put(xp: ModuleType, x: Any, mask: Any, values: Any, at: Any = None) -> Any:
 
 def namespace(x: Any) -> ModuleType:
     """The array-api-compat namespace of ``x``."""
+    if _is_torch(x):
+        return _torch_namespace()
     return array_api_compat.array_namespace(x)
 
 
@@ -219,7 +263,7 @@ def passes(xp: ModuleType) -> _reductions.Passes:
     """How the core goes over arrays of ``xp``: chunk by chunk on Dask,
     where its steps written over whole arrays would hold far more than a
     chunk in memory (``_dask``); at once elsewhere."""
-    if array_api_compat.is_dask_namespace(xp):
+    if _is_namespace(xp, "dask"):
         from . import _dask
 
         return _dask.PASSES
@@ -229,7 +273,7 @@ def passes(xp: ModuleType) -> _reductions.Passes:
 def blocked_logmatmulexp(a: Any, b: Any) -> Any:
     """``log(exp(a) @ exp(b))`` block by block, for Dask arrays of shapes
     ``(..., M, K)`` and ``(..., K, N)``; None for other arrays."""
-    if not array_api_compat.is_dask_array(a):
+    if _is_torch(a) or not array_api_compat.is_dask_array(a):
         return None
     from . import _dask
 
@@ -246,7 +290,7 @@ def autodiff(*arrays: Any) -> str | None:
     trace any call); None otherwise.
     """
     first = arrays[0]
-    if array_api_compat.is_torch_array(first):
+    if _is_torch(first):
         torch = sys.modules["torch"]
         if torch.compiler.is_compiling():
             # Dynamo traces no hook (nor the checks below); AOT autograd
@@ -259,7 +303,7 @@ def autodiff(*arrays: Any) -> str | None:
         if any(wrapped(x) or dual(x).tangent is not None for x in arrays):
             return "torch"
         return None
-    if array_api_compat.is_jax_array(first):
+    if _is_jax(first):
         return "jax"
     return None
 
@@ -268,12 +312,12 @@ def differentiable(x: Any) -> bool:
     """Whether autodiff may differentiate through ``x``: always for JAX
     arrays, and for PyTorch tensors that autograd, forward-mode AD or a
     ``torch.func`` transform tracks, or while ``torch.compile`` traces."""
-    if array_api_compat.is_torch_array(x):
+    if _is_torch(x):
         torch = sys.modules["torch"]
         return (
             torch.compiler.is_compiling() or x.requires_grad or autodiff(x) is not None
         )
-    return array_api_compat.is_jax_array(x)
+    return _is_jax(x)
 
 
 def add_rows(xp: ModuleType, x: Any, index: Any, values: Any) -> Any:
@@ -281,11 +325,11 @@ def add_rows(xp: ModuleType, x: Any, index: Any, values: Any) -> Any:
 
     ``x`` must be an array the caller made and may overwrite.
     """
-    if array_api_compat.is_jax_array(x):
-        return x.at[index].add(values)
-    if array_api_compat.is_torch_array(x):
+    if _is_torch(x):
         return x.index_add_(0, index, values)
-    if array_api_compat.is_numpy_array(x):
+    if _is_jax(x):
+        return x.at[index].add(values)
+    if _is_numpy(x):
         sys.modules["numpy"].add.at(x, index, values)
         return x
     # The standard has no scatter-add: a one-hot matrix product sums the
@@ -383,10 +427,10 @@ def reusing(xp: ModuleType, x: Any) -> _Functional:
     ``x`` that the caller made: in place for NumPy, CuPy and eager PyTorch
     (no autograd graph is recorded through them), as new arrays elsewhere
     (JAX, Dask, array-api-strict, and under ``torch.compile``)."""
-    if array_api_compat.is_numpy_array(x):
+    if _is_torch(x):
+        return _Torch(xp) if readable(x) else _Functional(xp)
+    if _is_numpy(x):
         return _NumPyLike(xp, sys.modules["numpy"])
     if array_api_compat.is_cupy_array(x):
         return _NumPyLike(xp, sys.modules["cupy"])
-    if array_api_compat.is_torch_array(x) and readable(x):
-        return _Torch(xp)
     return _Functional(xp)

@@ -6,7 +6,6 @@ hands the arrays to the standard-only code in ``_core.losses``.
 
 from __future__ import annotations
 
-import functools
 import math
 import operator
 from collections.abc import Callable
@@ -100,11 +99,22 @@ def _check_indices(
 _BLOCK = 1 << 18
 
 
-@functools.cache
+# One function per ignore_index, which JAX's kernels key their compiled
+# guards on: in a plain dict, since Dynamo warns about functools.cache
+# whenever it traces a call.
+_EXACT: dict[int | None, Callable[[Any, Any], Any]] = {}
+
+
 def _exact(ignore: int | None) -> Callable[[Any, Any], Any]:
     """The standard-only loss of 2-D rows of logits (classes along the last
     axis) and their class indices, in float64: for the rows that a fast
     path does not certify."""
+    if ignore not in _EXACT:
+        _EXACT[ignore] = _exact_loss(ignore)
+    return _EXACT[ignore]
+
+
+def _exact_loss(ignore: int | None) -> Callable[[Any, Any], Any]:
 
     def exact(rows: Any, target: Any) -> Any:
         xp = _compat.namespace(rows)

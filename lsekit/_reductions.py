@@ -6,7 +6,6 @@ and hands the arrays to the standard-only code in ``_core.reductions``.
 
 from __future__ import annotations
 
-import functools
 import math
 from collections.abc import Callable
 from types import ModuleType
@@ -55,8 +54,7 @@ def _compensate(work: Any, out_dtype: Any) -> bool:
     return bool(work == out_dtype)
 
 
-@functools.cache
-def _exact(impl: str) -> Callable[[Any], Any]:
+def _exact_rows(impl: str) -> Callable[[Any], Any]:
     """The standard-only ``impl`` over the rows of a 2-D array, for the rows
     that the fast path hands back: in float64 for logsumexp, in the rows'
     dtype for the normalisations."""
@@ -75,6 +73,12 @@ def _exact(impl: str) -> Callable[[Any], Any]:
             return xp.astype(out, rows.dtype)
 
     return exact
+
+
+# Built once, so that each has one function (JAX's kernels key their
+# compiled guards on it), and without functools.cache, which Dynamo warns
+# about whenever it traces a call.
+_EXACT = {impl: _exact_rows(impl) for impl in ("logsumexp", "softmax", "log_softmax")}
 
 
 def _native_result(x: Any) -> Any:
@@ -212,7 +216,7 @@ def logsumexp(
     kern = _fast.kernels(a) if b is None and where is None else None
     if kern is not None:
         axes = _args.normalize_axis("logsumexp", axis, a.ndim)
-        out = _fast.logsumexp(kern, a, axes, keepdims, _exact("logsumexp"))
+        out = _fast.logsumexp(kern, a, axes, keepdims, _EXACT["logsumexp"])
         if return_sign:
             sign = kern.cast(kern.sign(out), a.dtype)
             return _native_result(kern.cast(out, a.dtype)), _native_result(sign)
@@ -329,7 +333,7 @@ def _normalised(func: str, x: Any, axis: Any, where: Any, impl: str) -> Any:
     kern = _fast.kernels(x) if where is None else None
     if kern is not None:
         axes = _args.normalize_axis(func, axis, x.ndim)
-        return _fast.normalised(kern, x, axes, impl, _exact(impl))
+        return _fast.normalised(kern, x, axes, impl, _EXACT[impl])
     xp, arr = _compat.as_arrays(func, x=x, where=where)
     x, where = arr["x"], arr["where"]
     axes = _args.normalize_axis(func, axis, x.ndim)

@@ -244,9 +244,7 @@ def test_dask_cross_entropy_out_of_range_is_nan(da):
         assert np.isnan(cross_entropy(x, t, reduction="sum").compute())
 
 
-# Dynamo and Inductor warn about their own internals (array-api-compat's
-# lru_cache, torch.jit in the CPU passes); neither is lsekit's.
-@pytest.mark.filterwarnings("ignore:Dynamo detected a call to a `functools.lru_cache`")
+# Inductor warns about torch.jit in its CPU passes, which is not lsekit's.
 @pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated")
 def test_torch_compile_cross_entropy_matches_eager_and_gives_nan(torch):
     if not any(shutil.which(c) for c in ("c++", "g++", "clang++")):

@@ -96,14 +96,10 @@ def _torch(request: pytest.FixtureRequest) -> Any:
     return Compiler("torch", xp, run, backends.load()["torch"].flush_subnormals)
 
 
-# Dynamo warns about array-api-compat's lru_cache and Inductor about
-# torch.jit in its CPU passes; neither is lsekit's.
-pytestmark = [
-    pytest.mark.filterwarnings(
-        "ignore:Dynamo detected a call to a `functools.lru_cache`"
-    ),
-    pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated"),
-]
+# Inductor warns about torch.jit in its CPU passes, which is not lsekit's.
+pytestmark = pytest.mark.filterwarnings(
+    "ignore:`torch.jit.script_method` is deprecated"
+)
 
 
 @pytest.fixture(params=["jax", "torch"])

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import importlib
-import warnings
 from collections.abc import Iterator
 from typing import Any
 
@@ -76,13 +75,7 @@ def _fresh_compile() -> Iterator[None]:
     # lambda compiled for many shapes and functions would pass it and fall
     # back to eager. Each case starts from an empty cache instead.
     torch._dynamo.reset()
-    with warnings.catch_warnings():
-        # Dynamo's note that it traces through array-api-compat's
-        # lru_cache-wrapped helpers: expected, and not the user's concern.
-        warnings.filterwarnings(
-            "ignore", message=r".*functools\.lru_cache", category=UserWarning
-        )
-        yield
+    yield
 
 
 def library(device: str, *, compiled: bool = False) -> Library:
