@@ -49,26 +49,43 @@ class Compiler(NamedTuple):
     the float32 (or integer) NumPy arrays as the library's, and gives its
     results back as NumPy arrays; ``xp`` is its array namespace;
     ``flushes``: it flushes subnormal results to 0 (its manifest's
-    ``flush_subnormals``)."""
+    ``flush_subnormals``); ``total``: the kernels' float64 row sums (None:
+    ``_traced``'s own)."""
 
     name: str
     xp: Any
     run: Callable[..., Any]
     flushes: bool
+    total: Callable[[Any], Any] | None = None
 
 
-def _jax(request: pytest.FixtureRequest) -> Any:
+def _jax(request: pytest.FixtureRequest, blocked: bool = False) -> Any:
+    """JAX; ``blocked``: every array goes through the path of large ones,
+    mapped over blocks of rows of at most 1024 entries whose float64 sums
+    are matrix-vector products."""
     library_session(request, "jax")
     context = jax_x64()
     jax = context.__enter__()
     request.addfinalizer(lambda: context.__exit__(None, None, None))
     jnp = jax.numpy
+    total = None
+    if blocked:
+        from lsekit._fast import jax as kernels
+
+        patch = request.getfixturevalue("monkeypatch")
+        patch.setattr(kernels, "LARGE", 0)
+        patch.setattr(kernels, "BLOCK", 1 << 10)
+        total = kernels._dot64
 
     def run(f: Callable[..., Any], *arrays: np.ndarray) -> Any:
-        out = jax.jit(f)(*(jnp.asarray(a) for a in arrays))
+        # jax.jit keeps a function's traces: a fresh one for the blocked
+        # path, which the other compiler may have traced unblocked.
+        g = (lambda *a: f(*a)) if blocked else f
+        out = jax.jit(g)(*(jnp.asarray(a) for a in arrays))
         return jax.tree.map(np.asarray, out)
 
-    return Compiler("jax", jnp, run, backends.load()["jax"].flush_subnormals)
+    flushes = backends.load()["jax"].flush_subnormals
+    return Compiler("jax", jnp, run, flushes, total)
 
 
 # torch.compile's functions, kept across the tests: compiling is slow.
@@ -102,8 +119,10 @@ pytestmark = pytest.mark.filterwarnings(
 )
 
 
-@pytest.fixture(params=["jax", "torch"])
+@pytest.fixture(params=["jax", "jax-blocked", "torch"])
 def compiler(request):
+    if request.param == "jax-blocked":
+        return _jax(request, blocked=True)
     return {"jax": _jax, "torch": _torch}[request.param](request)
 
 
@@ -177,15 +196,15 @@ def _take(xp: Any) -> Callable[[Any, Any], Any]:
 
 
 @functools.cache
-def _kernel(xp: Any, kind: str) -> Callable[..., Any]:
+def _kernel(xp: Any, kind: str, total: Any) -> Callable[..., Any]:
     if kind == "logsumexp":
-        return lambda x: _traced.logsumexp(xp, x)
+        return lambda x: _traced.logsumexp(xp, x, total)
     if kind == "cross_entropy":
         take = _take(xp)
-        return lambda x, target: _traced.cross_entropy(xp, x, target, None, take)
+        return lambda x, target: _traced.cross_entropy(xp, x, target, None, take, total)
 
     def normalised(x: Any) -> Any:
-        m, t, ok = _traced.stats(xp, x)
+        m, t, ok = _traced.stats(xp, x, total)
         return _traced.normalised(xp, x, m, t, kind), ok
 
     return normalised
@@ -210,7 +229,7 @@ def _check(
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_kernel(compiler, kind):
-    kernel = _kernel(compiler.xp, kind)
+    kernel = _kernel(compiler.xp, kind, compiler.total)
     must = 0
     for batch in BATCHES:
         if kind != "cross_entropy" and batch.labels[0].endswith("target min"):
@@ -242,7 +261,7 @@ def test_public(compiler, kind):
         args = (batch.x, batch.target) if kind == "cross_entropy" else (batch.x,)
         got = compiler.run(PUBLIC[kind], *args)
         _check(compiler, kind, batch, got, np.ones(len(batch.x), dtype=bool))
-        _, ok = compiler.run(_kernel(compiler.xp, kind), *args)
+        _, ok = compiler.run(_kernel(compiler.xp, kind, compiler.total), *args)
         fallbacks += int(not ok.all())
     # Some batches hold rows that the kernel does not certify, and took
     # the standard-only path.
