@@ -308,3 +308,35 @@ def ulp_error(computed: Any, exact: mpmath.mpf, dtype: Any) -> float:
     if spacing == 0 or not np.isfinite(spacing):
         spacing = float(np.finfo(dtype).smallest_subnormal)
     return float(abs(mpmath.mpf(computed) - exact) / spacing)
+
+
+def tiny_terms(n: int, copies: int = 1) -> tuple[list[str], np.ndarray]:
+    """Labels and float32 rows of ``n`` entries: a maximum ``m`` and ``n -
+    1`` equal entries far below it, whose terms ``t / (n - 1)`` lie below
+    ``2**-29`` of the maximum's 1: summed with it, each rounds by the same
+    amount (about 0.4 of an ulp of 1, where their float32 spacing allows).
+    Twelve rows, each ``copies`` times."""
+    labels, rows = [], []
+    for m in (0.0, 2.0**-18, 8.0, -5.0):
+        for t in (2.0**-19, 2.0**-16, 2.0**-13):
+            term = (np.floor(t / (n - 1) * 2.0**52) + 0.4) * 2.0**-52
+            row = np.full(n, np.float32(m + np.log(term)), dtype=np.float32)
+            row[0] = m
+            labels += [f"n={n} m={m} t={t}"] * copies
+            rows += [row] * copies
+    return labels, np.stack(rows)
+
+
+def exact_two_values(kind: str, row: np.ndarray) -> list[mpmath.mpf]:
+    """The exact results of ``kind`` (``"logsumexp"``, ``"log_softmax"``
+    and ``"softmax"`` at entries 0 and 1, ``"cross_entropy"`` of class 0)
+    of a row of two values, its maximum at 0 and the other everywhere
+    else."""
+    m, x = _mp(float(row[0])), _mp(float(row[1]))
+    low = mpmath.log1p((row.size - 1) * mpmath.exp(x - m))
+    if kind == "logsumexp":
+        return [m + low]
+    if kind == "cross_entropy":
+        return [low]
+    lsm = [-low, (x - m) - low]
+    return lsm if kind == "log_softmax" else [mpmath.exp(v) for v in lsm]

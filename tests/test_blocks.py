@@ -21,6 +21,8 @@ from tests.support import (
     exact_log_softmax,
     exact_logsumexp,
     exact_softmax,
+    exact_two_values,
+    tiny_terms,
     ulp_error,
 )
 
@@ -122,3 +124,30 @@ def test_cross_entropy(bk, blocked, monkeypatch, dtype):
     for row, y, g in zip(x, target, got, strict=True):
         exact = -exact_log_softmax(row)[y]
         assert ulp_error(g, exact, DTYPES[dtype]) <= 4.0, (row, y, g, exact)
+
+
+PUBLIC = {
+    "logsumexp": lambda x, y: logsumexp(x, axis=1),
+    "log_softmax": lambda x, y: log_softmax(x, axis=1),
+    "softmax": lambda x, y: softmax(x, axis=1),
+    "cross_entropy": lambda x, y: cross_entropy(x, y, reduction="none"),
+}
+
+
+@pytest.mark.parametrize("kind", list(PUBLIC))
+def test_many_tiny_terms(bk, kind):
+    """Long float32 rows where one term dominates many equal tiny ones, in
+    blocks of their default size: rows of 2**17 entries, several to a
+    block, and of 2**20, cut in slices. PyTorch's kernel sums every term
+    with the maximum's, whose rounding must stay within its bound."""
+    if bk.name not in BLOCKED:
+        pytest.skip(f"{bk.name} has no blocked kernels")
+    for n in (1 << 17, 1 << 20):
+        labels, x = tiny_terms(n)
+        target = bk.asarray(np.zeros(len(x), dtype=np.int64), "int64")
+        got = bk.to_numpy(PUBLIC[kind](bk.asarray(x, "float32"), target))
+        for label, row, g in zip(labels, x, got, strict=True):
+            values = np.atleast_1d(g)[:2]
+            for v, e in zip(values, exact_two_values(kind, row), strict=True):
+                bound = 1.0 if kind == "logsumexp" else 4.0
+                assert ulp_error(v, e, np.float32) <= bound, (label, kind, v, e)

@@ -101,7 +101,10 @@ def _rows(ops: ModuleType, x2: Any, kind: str) -> tuple[Any, Any, Any, Any]:
     if top is not None:
         s -= top
     t = s / lib.exp(m)
-    ok = _bounds.certified(m, t, s, n, ops.bits(x2), subtracted)
+    # A sum that holds the maximum's term: each block's, then the blocks'
+    # sums added one by one.
+    depth = ops.SUM_DEPTH + -(-n // step_c) if subtracted else None
+    ok = _bounds.certified(m, t, s, n, ops.bits(x2), depth)
     if kind == "softmax":
         # A numerator exp(x) below the smallest normal number has lost
         # digits, which the quotient keeps where the maximum is negative;

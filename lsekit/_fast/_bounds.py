@@ -30,25 +30,27 @@ _GUARD = {32: 2.0**25, 64: 2.0**54}
 # A power of two under each dtype's largest finite number: a softmax's
 # divisor ``exp(m) (1 + t)``, rounded to the dtype, stays finite below it.
 LARGEST = {32: 2.0**127, 64: 2.0**1023}
-# See ``certified``: 64 ulps of 1 over an eighth of an ulp of the dtype.
-_DOMINANT = {32: 2.0**-53 * 64 * 2.0**27, 64: 2.0**-53 * 64 * 2.0**56}
+# An eighth of an ulp of each dtype, relative: the rounding of a sum that
+# holds the maximum's term is certified where it stays within this of t.
+_EIGHTH = {32: 2.0**-27, 64: 2.0**-56}
 
 
-def certified(m: Any, t: Any, s: Any, n: int, bits: int, subtracted: bool) -> Any:
+def certified(m: Any, t: Any, s: Any, n: int, bits: int, depth: int | None) -> Any:
     """Rows (a boolean array) whose kernel results hold: ``m`` the float64
     maxima, ``s`` the float64 sums of the other terms' ``exp(x)``, ``t`` the
     same divided by ``exp(m)``.
 
-    ``subtracted``: the kernel summed every term and subtracted the largest,
-    rather than leaving it out. The float64 sum, of about an ulp's rounding
-    relative to ``1 + t`` (times the depth of its pairwise tree, under 64),
-    is then within an eighth of a float32 ulp of ``t`` only where ``t >=
-    2**-20``; below, one term dominates, and the row is recomputed.
+    ``depth``: None where the kernel left the maximum's term out of the
+    sum; otherwise it summed every term and subtracted the largest, and
+    the float64 sum's rounding is at most ``depth`` ulps of ``1 + t``,
+    within an eighth of an ulp of ``t`` only where ``t >= depth 2**-53 (1 +
+    t) / 2**-27`` (float32); below, one term dominates, and the row is
+    recomputed.
     """
     floor = (n - 1) * _TINY[bits] * _GUARD[bits]
     ok = (m <= _HIGH[bits]) & (m >= _LOW) & (s >= floor) & (s < math.inf)
-    if subtracted:
-        ok &= t >= _DOMINANT[bits]
+    if depth is not None:
+        ok &= t * _EIGHTH[bits] >= depth * 2.0**-53 * (1.0 + t)
     return ok
 
 

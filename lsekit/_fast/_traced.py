@@ -4,16 +4,22 @@ JAX (under ``jax.jit`` and eagerly) and PyTorch under ``torch.compile``
 run these; each library's module guards them (``jax.py``, ``torch.py``).
 A compiler fuses an elementwise expression into one reduction, but not two
 reductions over one input, nor a masked one, at speed: what is cheap is the
-maximum, then a single float64 sum. So the terms are shifted, ``d = x - m``
-in float32, and the rounding of the shift, ``r = (x - m) - d`` (exact by
+maximum, then a float64 sum. So the terms are shifted, ``d = x - m`` in
+float32, and the rounding of the shift, ``r = (x - m) - d`` (exact by
 TwoSum), is undone to first order: ``exp(d) + exp(d) r``, its error ``r**2
 / 2`` far below a float32 ulp. That is exact in the argument, like the
-eager kernels' unshifted exponentials (see ``_blocked``). The maximum's
-term is exactly 1 and is subtracted from the float64 sum, which leaves
-``t`` with a relative error of ``2**-53 (1 + t) / t`` times the depth of
-the sum: rows where one term dominates (``t < 2**-20``) are not certified,
-nor those whose maximum is not finite. Where any row is not, the guard runs
-the standard-only path instead, on every row.
+eager kernels' unshifted exponentials (see ``_blocked``).
+
+The maximum's term is exactly 1, and ``t``, the sum of the others, is what
+the results need to a float32 ulp of its own. Summed together with the 1,
+every term below ``2**-29`` rounds against it, by up to ``2**-53`` each: a
+compiler's running sum (Inductor's loop, XLA's matrix-vector product) can
+add ``n`` such roundings. ``rest`` bounds the rounding in any order of
+summation and certifies the rows where the bound is within ``2**-27 t``;
+where one is not, a second pass leaves the maximum's terms out. Rows whose
+maximum is not finite, or whose terms fall below float32's normal range,
+are not certified; where any row is not, the guard runs the standard-only
+path instead, on every row.
 
 Every function takes the namespace ``xp`` and 2-D float32 rows.
 """
@@ -26,17 +32,30 @@ from typing import Any
 
 from . import _bounds
 
-__all__ = ["cross_entropy", "logsumexp", "normalised", "stats", "sum64"]
+__all__ = [
+    "Cond",
+    "Rest",
+    "Total",
+    "cross_entropy",
+    "logsumexp",
+    "normalised",
+    "rest",
+    "stats",
+    "sum64",
+    "terms",
+]
 
 # The compiled float32 exp of XLA and of Inductor on the CPU is within 0.99
 # ulps over [-104, 88.7] (measured), and e + e r rounds once more.
 EXP_ULPS = 1.5
 
-# t below this: one term dominates, see the module's docstring.
-_DOMINANT = 2.0**-20
+# Sums rounded by at most this many ulps: three times as many, the bound
+# on t's relative rounding where t >= 1/2, stay within 2**-27 (an eighth
+# of a float32 ulp).
+LONGEST = 1 << 24
 
 
-def _terms(xp: ModuleType, x2: Any, m: Any) -> tuple[Any, Any]:
+def terms(xp: ModuleType, x2: Any, m: Any) -> tuple[Any, Any]:
     """``(d, e)``: ``d = x - m`` as rounded, and ``e = exp(x - m)`` with
     that rounding undone; ``m`` the maxima, one per row, as a column."""
     d = x2 - m
@@ -47,29 +66,77 @@ def _terms(xp: ModuleType, x2: Any, m: Any) -> tuple[Any, Any]:
     return d, e + e * r
 
 
-Total = Callable[[Any], Any]
+Rest = Callable[[ModuleType, Any, Any], tuple[Any, Any]]
+"""``rest(xp, x2, m)``: ``(t, ok)``, each row's sum of its ``terms`` other
+than the maximum's (``x - m`` rounds to 0 there), in float64, and the rows
+where its rounding is within ``2**-27 t``; ``m`` the maxima, as a
+column."""
 
 
-def sum64(xp: ModuleType) -> Total:
-    """Row sums of float32 terms, accumulated in float64: the default
-    ``total`` of the functions below."""
-    return lambda e: xp.sum(xp.astype(e, xp.float64), axis=1)
+Total = Callable[[ModuleType, Any], tuple[Any, int]]
+"""``total(xp, e)``: the row sums of float32 terms ``e`` in float64, and
+their rounding, in ulps of the sum, at most in any order of summation."""
+
+Cond = Callable[[Any, Callable[[], Any], Callable[[], Any]], Any]
+"""``cond(ok, fast, slow)``: ``fast()`` where every row is ``ok``,
+``slow()`` otherwise; one runs."""
 
 
-def stats(xp: ModuleType, x2: Any, total: Total | None = None) -> tuple[Any, Any, Any]:
+def sum64(xp: ModuleType, e: Any) -> tuple[Any, int]:
+    """``Total`` by the library's reduction: ``n - 1`` ulps."""
+    return xp.sum(xp.astype(e, xp.float64), axis=1), e.shape[1] - 1
+
+
+def rest(total: Total, cond: Cond) -> Rest:
+    """``Rest`` from one float64 sum of every term, the maximum's 1 among
+    them, less 1: a compiler fuses it with the terms, where a mask or a
+    count in the same pass would cost a pass of its own (XLA: several).
+    Its rounding, ``depth`` ulps of ``1 + t`` at most, is within ``2**-27
+    t`` (an eighth of a float32 ulp) where ``t >= depth 2**-26 (1 + t)``,
+    which holds unless one term dominates. If a row fails it, every row
+    takes a second pass, the sum of the terms other than the maximum's:
+    all positive, rounded by ``depth`` ulps of ``t`` itself. A row whose
+    first sum is below 1/2 holds its maximum once, and that is its ``t``;
+    elsewhere ``t >= 1/2``, and the first sum's rounding is within ``3
+    depth`` ulps of ``t``."""
+
+    def run(xp: ModuleType, x2: Any, m: Any) -> tuple[Any, Any]:
+        _, e = terms(xp, x2, m)
+        s, depth = total(xp, e)
+        full = s - 1.0
+
+        def others() -> Any:
+            d, e = terms(xp, x2, m)
+            s, _ = total(xp, xp.where(d == 0, xp.zeros_like(e), e))
+            return xp.where(full >= 0.5, full, s)
+
+        ok = full >= depth * 2.0**-26 * (1.0 + full)
+        # A branch's result may not be a value from outside it
+        # (torch.cond): the copy is of one value per row.
+        t = cond(ok, lambda: full * 1.0, others)
+        if depth > LONGEST:
+            return t, xp.zeros_like(ok)
+        return t, xp.isfinite(t)
+
+    return run
+
+
+def stats(xp: ModuleType, x2: Any, rest: Rest) -> tuple[Any, Any, Any]:
     """``(m, t, ok)``: each row's maximum (a float32 column), the sum of
-    its other terms ``exp(x - m)`` in float64, and the certified rows.
-    ``total(e)``: the row sums of float32 terms in float64 (``sum64``)."""
+    its other terms ``exp(x - m)`` in float64 (by ``rest``), and the
+    certified rows."""
     m = xp.max(x2, axis=1, keepdims=True)
-    _, e = _terms(xp, x2, m)
-    t = (total or sum64(xp))(e) - 1.0
-    ok = xp.isfinite(m[:, 0]) & (t >= _DOMINANT)
-    return m, t, ok
+    t, ok = rest(xp, x2, m)
+    # Terms below float32's smallest normal number are flushed to 0 (XLA)
+    # or keep fewer digits: (n - 1) 2**-126 lost at most, within 2**-27 t
+    # where t >= (n - 1) 2**-99.
+    ok = ok & (t >= (x2.shape[1] - 1) * 2.0**-99)
+    return m, t, ok & xp.isfinite(m[:, 0])
 
 
-def logsumexp(xp: ModuleType, x2: Any, total: Total | None = None) -> tuple[Any, Any]:
+def logsumexp(xp: ModuleType, x2: Any, rest: Rest) -> tuple[Any, Any]:
     """Each row's log-sum-exp, in float64, and the certified rows."""
-    m, t, ok = stats(xp, x2, total)
+    m, t, ok = stats(xp, x2, rest)
     out = xp.astype(m[:, 0], xp.float64) + xp.log1p(t)
     k = _bounds.rounding_factor(EXP_ULPS, 32)
     return out, ok & (xp.abs(out) * (1.0 + t) >= k * t)
@@ -79,7 +146,7 @@ def normalised(xp: ModuleType, x2: Any, m: Any, t: Any, kind: str) -> Any:
     """The rows' ``log_softmax`` or ``softmax`` (``kind``) in float32, from
     their ``stats``: a pass of its own, which the guard runs only where
     every row is certified."""
-    d, e = _terms(xp, x2, m)
+    d, e = terms(xp, x2, m)
     if kind == "softmax":
         return e / xp.astype(1.0 + t, x2.dtype)[:, None]
     # (x - m) - log1p(t): both terms are <= 0; d rounds once, and so do
@@ -93,14 +160,14 @@ def cross_entropy(
     target: Any,
     ignore: int | None,
     take: Callable[[Any, Any], Any],
-    total: Total | None = None,
+    rest: Rest,
 ) -> tuple[Any, Any]:
     """Each row's ``logsumexp - x[target]`` in float64, 0 where the target
     is ``ignore``; ignored rows count as certified. ``take(x2, at)`` is
     ``take_along_axis(x2, at, axis=1)`` in the library's fastest form (of
     PyTorch's, ``take_along_dim`` specialises a compiled graph to the
     number of classes, ``gather`` does not)."""
-    m, t, ok = stats(xp, x2, total)
+    m, t, ok = stats(xp, x2, rest)
     valid = (target >= 0) & (target < x2.shape[1])
     at = xp.where(valid, target, xp.zeros_like(target))[:, None]
     picked = take(x2, at)[:, 0]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import math
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -69,49 +70,76 @@ def cast(x: Any, dtype: Any) -> Any:
     return x.astype(dtype)
 
 
-# XLA's CPU fusion of a float64 sum of float32 terms slows down by an order
-# of magnitude per entry once the array is far larger than the caches
-# (2048x32000 float32: 1.2 s, against 4.9 ms for 512x8192). Arrays of more
-# than LARGE entries are mapped over blocks of whole rows of about BLOCK
-# entries (4 MiB), and each block's float64 sums are a matrix-vector
-# product that accumulates in float64, which XLA runs at the speed of its
-# float32 sum: 94 ms at 2048x32000, against 230 ms for one-row blocks
-# summed by a reduction (``jax.nn.logsumexp``: 45 ms).
+# XLA's float64 reduction of float32 terms slows down by an order of
+# magnitude on rows longer than LONG entries (4M entries in rows of 16384:
+# 5.2 ms; of 17000: 61 ms) and on arrays far larger than the caches
+# (2048x32000: 1.2 s). Such rows, and arrays of more than LARGE entries,
+# are mapped over blocks of whole rows of about BLOCK entries (4 MiB), each
+# summed by ``_split``: 24 ms for 500x32000, against 262 ms unblocked.
+LONG = 1 << 14
 LARGE = 1 << 24
 BLOCK = 1 << 20
 
 
-def _dot64(e: Any) -> Any:
-    """Row sums of float32 terms ``e``, accumulated in float64: the product
-    with a vector of ones (each product exact), which ``preferred_element_type``
-    accumulates in float64."""
-    jnp = _jnp()
-    ones = jnp.ones(e.shape[1], dtype=e.dtype)
-    return jnp.dot(e, ones, preferred_element_type=jnp.float64)
+@functools.cache
+def _groups(n: int) -> tuple[int, int]:
+    """``(k, depth)``: a row of ``n`` is summed in groups of ``k`` terms,
+    then the ``n // k`` group sums and the ``n % k`` terms left over; the
+    rounding, in any order within each level, is within ``depth`` ulps of
+    the sum, ``depth = k + n // k + n % k`` (about ``2 sqrt(n)``, the least
+    over ``k``)."""
+    return min(
+        ((k, k + n // k + n % k) for k in range(1, 2 * math.isqrt(n) + 2)),
+        key=lambda kd: kd[1],
+    )
+
+
+def _split(jnp: Any, e: Any) -> tuple[Any, int]:
+    """``_traced.Total`` for the blocks of long rows and large arrays, whose
+    float64 reductions run slowly: each group of terms (``_groups``) is
+    summed as a matrix-vector product that accumulates in float64 (each
+    product with 1 exact), at the speed of XLA's float32 sum, then the
+    group sums are. One product over whole rows may be a running sum,
+    ``n`` ulps (a block of 30 rows of 32000 entries, one at 0 and the others
+    equal and 23.5 below it, was 6 ulps off in ``log_softmax``)."""
+    rows, n = e.shape
+    k, depth = _groups(n)
+    g = n // k
+    head = e if g * k == n else e[:, : g * k]
+    ones = jnp.ones(k, dtype=e.dtype)
+    parts = jnp.dot(head.reshape(rows, g, k), ones, preferred_element_type=jnp.float64)
+    s = jnp.sum(parts, axis=1)
+    if g * k < n:
+        s = s + jnp.sum(e[:, g * k :].astype(jnp.float64), axis=1)
+    return s, depth
+
+
+def _cond(ok: Any, fast: Callable[[], Any], slow: Callable[[], Any]) -> Any:
+    """``_traced.Cond`` by ``lax.cond``."""
+    return importlib.import_module("jax.lax").cond(ok.all(), fast, slow)
 
 
 def _block_rows(nrows: int, n: int) -> int | None:
     """Rows per block (a divisor of ``nrows``), or None for one block."""
-    if nrows * n <= LARGE:
+    if nrows * n <= LARGE and n <= LONG:
         return None
     target = max(1, min(nrows, BLOCK // n))
     return next(r for r in range(target, 0, -1) if nrows % r == 0)
 
 
 def _rowwise(f: Callable[..., Any], *rows: Any) -> Any:
-    """``f(*rows, total)``, a tuple of per-row arrays, computed block by
-    block when the rows are many: ``rows`` are the 2-D rows and any per-row
-    arrays that go with them, ``total`` the kernels' float64 row sums (see
-    ``_traced.stats``). An output of a row's size is written outside, in
-    one pass over the whole array: inside the map, each block's is copied
-    out again."""
+    """``f(*rows, rest)``, a tuple of per-row arrays, computed block by block
+    when the rows are many: ``rows`` are the 2-D rows and any per-row arrays
+    that go with them, ``rest`` the kernels' ``_traced.Rest``. An output
+    of a row's size is written outside, in one pass over the whole array:
+    inside the map, each block's is copied out again."""
     nrows, n = rows[0].shape
     per = _block_rows(nrows, n)
     if per is None:
-        return f(*rows, None)
+        return f(*rows, _traced.rest(_traced.sum64, _cond))
     lax = importlib.import_module("jax.lax")
     blocks = tuple(r.reshape(nrows // per, per, *r.shape[1:]) for r in rows)
-    out = lax.map(lambda block: f(*block, _dot64), blocks)
+    out = lax.map(lambda block: f(*block, _traced.rest(_split, _cond)), blocks)
     return tuple(o.reshape(nrows, *o.shape[2:]) for o in out)
 
 
@@ -176,8 +204,8 @@ def _cross_entropy(
         jnp = _jnp()
         take = functools.partial(jnp.take_along_axis, axis=1)
 
-        def loss(x2: Any, target: Any, total: Any) -> tuple[Any, Any]:
-            return _traced.cross_entropy(jnp, x2, target, ignore, take, total)
+        def loss(x2: Any, target: Any, rest: Any) -> tuple[Any, Any]:
+            return _traced.cross_entropy(jnp, x2, target, ignore, take, rest)
 
         out, ok = _rowwise(loss, x2, target)
         return lambda: out, ok

@@ -52,6 +52,16 @@ EXP_ULPS = {32: 1.0, 64: 1.0}
 # KiB to 8 MiB, at (512, 8192) and (2048, 32000) float32.
 BLOCK_BYTES = 1 << 21
 
+# The rounding of PyTorch's float64 sum of a block's row, in ulps of the
+# sum, at most. Its CPU sum is a cascade (SumKernel.cpp in ATen): four
+# accumulators of vectors take the terms, each adding 16 into a chain of
+# four levels whose last takes the rest (8 at most for a block's 2**19
+# entries), then the accumulators and the vectors' lanes are added: no
+# term's path has more than about 80 additions. Rows split among threads
+# add a few more. Float32 rows are summed with their maximum's term, which
+# is subtracted afterwards (see ``exclude``), so this bounds their ``t``.
+SUM_DEPTH = 96
+
 
 def accepts(x: Any) -> bool:
     """Whether ``x`` is an array these kernels run on."""
@@ -114,11 +124,15 @@ def _cond(ok: Any, fast: Callable[[], Any], exact: Callable[[], Any]) -> Any:
     return sys.modules["torch"].cond(ok.all(), fast, exact)
 
 
+_REST = _traced.rest(_traced.sum64, _cond)
+
+
 def logsumexp(x2: Any, exact: Callable[[Any], Any]) -> tuple[Any, Any]:
     """Each row's log-sum-exp in float64, and the rows for the caller to
     recompute with ``exact`` (None: none)."""
     if _compiling():
-        out, ok = _traced.logsumexp(_compat.namespace(x2), x2)
+        xp = _compat.namespace(x2)
+        out, ok = _traced.logsumexp(xp, x2, _REST)
         # A branch may not return a tensor from outside it: the copy is of
         # one value per row.
         return _cond(ok, lambda: out.clone(), lambda: exact(x2)), None
@@ -131,7 +145,7 @@ def normalised(x2: Any, kind: str, exact: Callable[[Any], Any]) -> tuple[Any, An
     and the rows for the caller to recompute with ``exact`` (None: none)."""
     if _compiling():
         xp = _compat.namespace(x2)
-        m, t, ok = _traced.stats(xp, x2)
+        m, t, ok = _traced.stats(xp, x2, _REST)
 
         def fast() -> Any:
             return _traced.normalised(xp, x2, m, t, kind)
@@ -276,7 +290,7 @@ def cross_entropy(
     standard-only path (``exact`` serves the compiled kernel alone)."""
     if _compiling():
         xp = _compat.namespace(x2)
-        loss, ok = _traced.cross_entropy(xp, x2, target, ignore, _gather)
+        loss, ok = _traced.cross_entropy(xp, x2, target, ignore, _gather, _REST)
         loss = _cond(ok, lambda: loss.clone(), lambda: exact(x2, target))
         return loss, None if ignore is None else target != ignore
     found = _blocked.cross_entropy(
