@@ -371,12 +371,9 @@ def cross_entropy(
         kern = _fast.kernels(x)
     if kern is not None:
         found = _fast.cross_entropy(kern, x, t, i, ignore, _exact(ignore))
-        if found is not None:
-            with _compat.errstate(xp):
-                loss = _impl.reduce(
-                    xp, found[0], found[1], None, reduction, compensated
-                )
-            return _compat.finalize(xp, xp.astype(loss, out_dtype))
+        with _compat.errstate(xp):
+            loss = _impl.reduce(xp, found[0], found[1], None, reduction, compensated)
+        return _compat.finalize(xp, xp.astype(loss, out_dtype))
     if w is not None:
         w = xp.astype(w, work)
     passes = _compat.passes(xp)

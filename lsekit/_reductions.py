@@ -172,7 +172,11 @@ def logsumexp(
     term, a result near 0, a maximum outside the range of ``exp``, a
     non-finite one) are recomputed by the path above. Results agree with it
     to within an ulp; ``python -m lsekit bench`` times both against each
-    library's own function.
+    library's own function. Eager PyTorch takes it under autograd too: the
+    gradient is then the closed form (here ``g * exp(x - m) / (1 + t)``,
+    from the row's maximum ``m`` and the sum ``t`` of its other terms), in
+    a pass or two like the library's own, and the rows recomputed take
+    theirs from the path above, as does a second derivative.
 
     Integer and boolean input is promoted to the namespace's default
     floating dtype; float16 and bfloat16 are computed in float32 and

@@ -15,7 +15,16 @@ from .sizes import Sizes
 
 __all__ = ["GPU", "NAMES", "Backend", "load"]
 
-NAMES = ("numpy", "torch", "torch_compile", "jax", "dask", "cupy", "torch_cuda")
+NAMES = (
+    "numpy",
+    "torch",
+    "torch_train",
+    "torch_compile",
+    "jax",
+    "dask",
+    "cupy",
+    "torch_cuda",
+)
 GPU = frozenset({"cupy", "torch_cuda"})
 
 

@@ -54,6 +54,7 @@ TARGETS: dict[tuple[str, str], Target] = {
     ("numpy", LIBRARY): Target(at_most=True, value=1.0),  # scipy.special
     ("numpy", MAX_SHIFT): Target(at_most=True, value=1.2),
     ("torch", LIBRARY): Target(at_most=True, value=1.25),  # torch, F.*
+    ("torch_train", LIBRARY): Target(at_most=True, value=1.25),
     ("torch_compile", LIBRARY): Target(at_most=True, value=1.1),
     ("jax", LIBRARY): Target(at_most=True, value=1.1),  # jax.nn, under jit
     ("cupy", BANDWIDTH): Target(at_most=False, value=0.8),

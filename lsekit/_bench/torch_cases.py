@@ -1,4 +1,5 @@
-"""The PyTorch cases, shared by eager CPU, ``torch.compile`` and CUDA.
+"""The PyTorch cases, shared by eager CPU (calls and training steps),
+``torch.compile`` and CUDA.
 
 The library peers are ``torch.logsumexp`` and ``torch.nn.functional``'s
 ``softmax``, ``log_softmax`` and ``cross_entropy``; the max-shift formulas
@@ -78,8 +79,31 @@ def _fresh_compile() -> Iterator[None]:
     yield
 
 
-def library(device: str, *, compiled: bool = False) -> Library:
-    """The PyTorch `Library` on ``device``, eager or under ``torch.compile``."""
+def _training(f: Any) -> Any:
+    """``f`` as a training step: its first argument requires a gradient, and
+    a fixed random gradient of the output (one per shape, made on the
+    first call) is propagated back to it, whose gradient is the result."""
+    torch = _torch()
+    grads: dict[tuple[int, ...], Any] = {}
+
+    def step(x: Any, *rest: Any) -> Any:
+        x = x.detach().requires_grad_(True)
+        out = f(x, *rest)
+        shape = tuple(out.shape)
+        if shape not in grads:
+            seeded = torch.Generator(device=out.device).manual_seed(0)
+            grads[shape] = torch.randn(
+                shape, generator=seeded, dtype=out.dtype, device=out.device
+            )
+        out.backward(grads[shape])
+        return x.grad
+
+    return step
+
+
+def library(device: str, *, compiled: bool = False, trained: bool = False) -> Library:
+    """The PyTorch `Library` on ``device``, eager or under ``torch.compile``,
+    calls or training steps (``trained``: forward and backward)."""
     torch = _torch()
     fn = torch.nn.functional
 
@@ -96,6 +120,8 @@ def library(device: str, *, compiled: bool = False) -> Library:
         return lambda: dst.copy_(src)
 
     def wrap(f: Any) -> Any:
+        if trained:
+            return _training(f)
         return torch.compile(f, dynamic=False) if compiled else f
 
     return Library(

@@ -78,10 +78,11 @@ def _restore(
     return kern.transpose(out, tuple(perm.index(i) for i in range(len(perm))))
 
 
-def _redo(x2: Any, redo: Any, out: Any, exact: Callable[[Any], Any]) -> None:
-    """Write ``exact(x2[redo])`` into ``out[redo]``."""
+def _redo(x2: Any, redo: Any, out: Any, exact: Callable[..., Any], *extra: Any) -> None:
+    """Write ``exact(x2[redo], *(e[redo] for e in extra))`` into
+    ``out[redo]``."""
     if redo is not None:
-        out[redo] = exact(x2[redo])
+        out[redo] = exact(x2[redo], *(e[redo] for e in extra))
 
 
 def logsumexp(
@@ -128,18 +129,17 @@ def cross_entropy(
     axis: int,
     ignore: int | None,
     exact: Callable[[Any, Any], Any],
-) -> tuple[Any, Any] | None:
+) -> tuple[Any, Any]:
     """Each example's cross-entropy (class indices ``target``, classes along
     ``axis``) in float64, of the examples' shape, and the mask of those
-    counted (None: all); None when the standard-only path must take over.
-    ``exact(rows, target)`` is that path's loss of 2-D rows, in float64.
+    counted (None: all). ``exact(rows, target)`` is the standard-only loss
+    of 2-D rows, in float64.
     """
     perm, shape, nkept = _layout(x, (axis,))
     x2 = _rows(kern, x, perm, shape, nkept)
-    found = kern.cross_entropy(x2, target.reshape(-1), ignore, exact)
-    if found is None:
-        return None
-    loss, counted = found
+    t = target.reshape(-1)
+    loss, counted, redo = kern.cross_entropy(x2, t, ignore, exact)
+    _redo(x2, redo, loss, exact, t)
     examples = shape[:nkept]
     return loss.reshape(examples), None if counted is None else counted.reshape(
         examples

@@ -142,11 +142,13 @@ def split(ops: ModuleType, x2: Any) -> tuple[Any, Any, Any, Any]:
         return m, t, ops.lib().log1p(t), ok
 
 
-def logsumexp(ops: ModuleType, x2: Any) -> tuple[Any, Any]:
-    """``(out, redo)``: each row's log-sum-exp in float64, and a mask of the
-    rows to recompute exactly (None when there are none): those that
-    ``_bounds`` does not certify, and those where the kernel's rounding could
-    reach half an ulp of the result (one dominant term, ``out`` near 0).
+def logsumexp(ops: ModuleType, x2: Any) -> tuple[Any, Any, Any, Any]:
+    """``(out, redo, m, low)``: each row's log-sum-exp in float64, a mask of
+    the rows to recompute exactly (None when there are none), and the two
+    terms of ``out = m + low`` (see ``split``), for the gradient. The rows
+    to recompute are those that ``_bounds`` does not certify, and those
+    where the kernel's rounding could reach half an ulp of the result (one
+    dominant term, ``out`` near 0).
     """
     bits = ops.bits(x2)
     m, t, low, ok = split(ops, x2)
@@ -157,15 +159,18 @@ def logsumexp(ops: ModuleType, x2: Any) -> tuple[Any, Any]:
         # t / (1 + t) < 1: rows with |out| >= k need no closer look.
         if not bool(ok.all()) or bool(size.min() < k):
             ok &= size * (1.0 + t) >= k * t
-    return out, (None if bool(ok.all()) else ~ok)
+    return out, (None if bool(ok.all()) else ~ok), m, low
 
 
 def cross_entropy(
     ops: ModuleType, x2: Any, target: Any, ignore: int | None
-) -> tuple[Any, Any] | None:
-    """Each row's ``logsumexp - x[target]`` in float64, 0 where the target is
-    ``ignore``, and the mask of the counted rows (None: all); None when a
-    row is not certified (the caller then takes the standard-only path).
+) -> tuple[Any, Any, Any, Any, Any]:
+    """``(loss, counted, redo, m, low)``: each row's ``logsumexp -
+    x[target]`` in float64, 0 where the target is ``ignore``; the mask of
+    the counted rows (None: all); a mask of the rows to recompute exactly,
+    those that ``_bounds`` does not certify (None when there are none); and
+    the two terms of each row's log-sum-exp ``m + low`` (see ``split``), for
+    the gradient.
 
     Written ``(m - x[target]) + log1p(t)``: two non-negative terms, so that
     nothing cancels, and a confident prediction's tiny loss keeps its
@@ -173,14 +178,13 @@ def cross_entropy(
     """
     lib = ops.lib()
     m, _, low, ok = split(ops, x2)
-    if not bool(ok.all()):
-        return None
     counted = None if ignore is None else target != ignore
     safe = target if counted is None else lib.where(counted, target, 0)
-    loss = (m - ops.pick(x2, safe)) + low
+    with ops.quiet():
+        loss = (m - ops.pick(x2, safe)) + low
     if counted is not None:
         loss = lib.where(counted, loss, 0.0)
-    return loss, counted
+    return loss, counted, (None if bool(ok.all()) else ~ok), m, low
 
 
 def normalised(ops: ModuleType, x2: Any, kind: str) -> tuple[Any, Any]:

@@ -215,9 +215,10 @@ def _cross_entropy(
 
 def cross_entropy(
     x2: Any, target: Any, ignore: int | None, exact: Callable[[Any, Any], Any]
-) -> tuple[Any, Any]:
+) -> tuple[Any, Any, None]:
     """Each row's ``logsumexp - x[target]`` in float64, 0 where the target
-    is ``ignore``, and the mask of the counted rows (None: all).
-    ``exact(rows, target)`` is the standard-only path, in float64."""
+    is ``ignore``, the mask of the counted rows (None: all), and None: no
+    rows for the caller to recompute. ``exact(rows, target)`` is the
+    standard-only path, in float64."""
     loss = _cross_entropy(ignore, exact)(x2, target)
-    return loss, None if ignore is None else target != ignore
+    return loss, None if ignore is None else target != ignore, None

@@ -59,7 +59,7 @@ def as_rows(x: Any, n: int) -> Any:
 
 def logsumexp(x2: Any, exact: Any = None) -> tuple[Any, Any]:
     """``_blocked.logsumexp`` on NumPy; the caller recomputes the rows."""
-    return _blocked.logsumexp(sys.modules[__name__], x2)
+    return _blocked.logsumexp(sys.modules[__name__], x2)[:2]
 
 
 def normalised(x2: Any, kind: str, exact: Any = None) -> tuple[Any, Any]:
@@ -182,6 +182,6 @@ def pick(x2: Any, idx: Any) -> Any:
 
 
 def cross_entropy(x2: Any, target: Any, ignore: int | None, exact: Any = None) -> Any:
-    """``_blocked.cross_entropy`` on NumPy; None (a row not certified)
-    hands every row to the standard-only path, so ``exact`` goes unused."""
-    return _blocked.cross_entropy(sys.modules[__name__], x2, target, ignore)
+    """``_blocked.cross_entropy`` on NumPy; the caller recomputes the
+    rows."""
+    return _blocked.cross_entropy(sys.modules[__name__], x2, target, ignore)[:3]

@@ -7,8 +7,11 @@ are NumPy arrays that share memory with the tensors they come from: on a
 batch of a few hundred rows each of PyTorch's operations costs several
 microseconds of dispatch, NumPy's about one, and the kernel makes a few
 dozen of them.
-Tensors that autograd, forward-mode AD or a ``torch.func`` transform
-tracks take the standard-only path, whose derivatives the tests check.
+Tensors that autograd records eagerly take the kernels too, with the
+closed-form gradients of ``_autograd``.
+Tensors that forward-mode AD or a ``torch.func`` transform tracks, or that
+require a gradient under ``torch.compile``, take the standard-only path,
+whose derivatives the tests check.
 
 Under ``torch.compile`` nothing can be read while the graph is traced:
 float32 rows go through ``_traced``, one fused expression for Inductor, and
@@ -26,7 +29,7 @@ from types import ModuleType
 from typing import Any
 
 from .. import _compat
-from . import _blocked, _traced
+from . import _autograd, _blocked, _traced
 
 __all__ = [
     "accepts",
@@ -75,18 +78,30 @@ def _compiling() -> bool:
 
 def eligible(x: Any) -> bool:
     """float32 or float64 on the CPU (float32 alone under ``torch.compile``),
-    not empty, and no derivative taken."""
+    not empty, and no derivative taken but eager autograd's."""
     torch = sys.modules["torch"]
     if not (
         x.dtype in (torch.float32, torch.float64)
         and x.device.type == "cpu"
         and x.numel() > 0
-        and not (x.requires_grad and torch.is_grad_enabled())
     ):
         return False
     if _compiling():
-        return x.dtype == torch.float32 and not torch._C._functorch.is_batchedtensor(x)
-    return _compat.readable(x) and _compat.autodiff(x) is None
+        return (
+            x.dtype == torch.float32
+            and not _tracked(x)
+            and not torch._C._functorch.is_batchedtensor(x)
+        )
+    return (
+        _compat.readable(x)
+        and not torch._C._functorch.is_functorch_wrapped_tensor(x)
+        and torch.autograd.forward_ad.unpack_dual(x).tangent is None
+    )
+
+
+def _tracked(x: Any) -> bool:
+    """Whether autograd records the operations on ``x``."""
+    return bool(x.requires_grad and sys.modules["torch"].is_grad_enabled())
 
 
 def transpose(x: Any, perm: tuple[int, ...]) -> Any:
@@ -136,8 +151,23 @@ def logsumexp(x2: Any, exact: Callable[[Any], Any]) -> tuple[Any, Any]:
         # A branch may not return a tensor from outside it: the copy is of
         # one value per row.
         return _cond(ok, lambda: out.clone(), lambda: exact(x2)), None
-    out, redo = _blocked.logsumexp(sys.modules[__name__], x2)
+    if _tracked(x2):
+        return _autograd.reverse(
+            "logsumexp", x2, None, None, _eager_logsumexp, exact
+        ), None
+    out, redo = _blocked.logsumexp(sys.modules[__name__], x2)[:2]
     return _result(out), _result(redo)
+
+
+def _eager_logsumexp(
+    x2: Any, target: Any, ignore: int | None, kind: str, exact: Any
+) -> Any:
+    """``_autograd.Rows`` of ``logsumexp``."""
+    out, redo, m, low = _blocked.logsumexp(sys.modules[__name__], x2)
+    out, redo = _result(out), _result(redo)
+    if redo is not None:
+        out[redo] = exact(x2[redo])
+    return out, (_tensor(m), _tensor(low), redo)
 
 
 def normalised(x2: Any, kind: str, exact: Callable[[Any], Any]) -> tuple[Any, Any]:
@@ -151,8 +181,21 @@ def normalised(x2: Any, kind: str, exact: Callable[[Any], Any]) -> tuple[Any, An
             return _traced.normalised(xp, x2, m, t, kind)
 
         return _cond(ok, fast, lambda: exact(x2)), None
+    if _tracked(x2):
+        return _autograd.reverse(kind, x2, None, None, _eager_normalised, exact), None
     out, redo = _blocked.normalised(sys.modules[__name__], x2, kind)
     return out, _result(redo)
+
+
+def _eager_normalised(
+    x2: Any, target: Any, ignore: int | None, kind: str, exact: Any
+) -> Any:
+    """``_autograd.Rows`` of ``softmax`` and ``log_softmax``."""
+    out, redo = _blocked.normalised(sys.modules[__name__], x2, kind)
+    redo = _result(redo)
+    if redo is not None:
+        out[redo] = exact(x2[redo])
+    return out, (redo,)
 
 
 def sign(out: Any) -> Any:
@@ -285,17 +328,34 @@ def cross_entropy(
     x2: Any, target: Any, ignore: int | None, exact: Callable[[Any, Any], Any]
 ) -> Any:
     """Each row's ``logsumexp - x[target]`` in float64, 0 where the target
-    is ``ignore``, and the mask of the counted rows (None: all); or None,
-    eagerly, where a row is not certified, which hands every row to the
-    standard-only path (``exact`` serves the compiled kernel alone)."""
+    is ``ignore``, the mask of the counted rows (None: all), and the rows
+    for the caller to recompute with ``exact`` (None: none)."""
+    counted = None if ignore is None else target != ignore
     if _compiling():
         xp = _compat.namespace(x2)
         loss, ok = _traced.cross_entropy(xp, x2, target, ignore, _gather, _REST)
         loss = _cond(ok, lambda: loss.clone(), lambda: exact(x2, target))
-        return loss, None if ignore is None else target != ignore
-    found = _blocked.cross_entropy(
+        return loss, counted, None
+    if _tracked(x2):
+        loss = _autograd.reverse(
+            "cross_entropy", x2, target, ignore, _eager_cross_entropy, exact
+        )
+        return loss, counted, None
+    loss, _, redo, _, _ = _blocked.cross_entropy(
         sys.modules[__name__], x2, target.contiguous().numpy(), ignore
     )
-    if found is None:
-        return None
-    return _result(found[0]), _result(found[1])
+    return _result(loss), counted, _result(redo)
+
+
+def _eager_cross_entropy(
+    x2: Any, target: Any, ignore: int | None, kind: str, exact: Any
+) -> Any:
+    """``_autograd.Rows`` of ``cross_entropy``."""
+    at = target.contiguous().numpy()
+    loss, _, redo, m, low = _blocked.cross_entropy(
+        sys.modules[__name__], x2, at, ignore
+    )
+    loss, redo = _result(loss), _result(redo)
+    if redo is not None:
+        loss[redo] = exact(x2[redo], target[redo])
+    return loss, (_tensor(m), _tensor(low), redo)
