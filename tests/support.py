@@ -340,3 +340,49 @@ def exact_two_values(kind: str, row: np.ndarray) -> list[mpmath.mpf]:
         return [low]
     lsm = [-low, (x - m) - low]
     return lsm if kind == "log_softmax" else [mpmath.exp(v) for v in lsm]
+
+
+def closed_form_gradient(kind: str, row: np.ndarray, g: np.ndarray, y: int) -> tuple:
+    """The gradient of ``kind`` in a row, given ``g`` (that of its output:
+    a row, or one value for the reductions to one), to 60 digits, and the
+    sum of the magnitudes of its terms, which bounds its rounding."""
+    p = exact_softmax(row)
+    if kind == "logsumexp":
+        return [g * q for q in p], [abs(g) * q for q in p]
+    if kind == "cross_entropy":
+        grad = [g * (q - (j == y)) for j, q in enumerate(p)]
+        return grad, [abs(g) * (q + (j == y)) for j, q in enumerate(p)]
+    gs = [mpmath.mpf(float(v)) for v in g]
+    if kind == "log_softmax":
+        total, size = mpmath.fsum(gs), mpmath.fsum(abs(v) for v in gs)
+        return [v - q * total for v, q in zip(gs, p, strict=True)], [
+            abs(v) + q * size for v, q in zip(gs, p, strict=True)
+        ]
+    dot = mpmath.fsum(v * q for v, q in zip(gs, p, strict=True))
+    size = mpmath.fsum(abs(v) * q for v, q in zip(gs, p, strict=True))
+    return [q * (v - dot) for v, q in zip(gs, p, strict=True)], [
+        q * (abs(v) + size) for v, q in zip(gs, p, strict=True)
+    ]
+
+
+def assert_gradient(
+    kind: str, x: np.ndarray, got: np.ndarray, g: np.ndarray, target: Any, dtype: Any
+) -> None:
+    """``got``, the gradient of ``kind`` over the rows ``x`` given ``g``
+    (and the class indices ``target``), holds against the closed form:
+    within a few ulps of ``dtype`` of the sum of its terms' magnitudes, and
+    ``4 |x - lse|`` more, by which the rounding of ``x - m`` or of the
+    output reaches ``exp(x - m)`` (that of the libraries' own gradients
+    too)."""
+    eps = float(np.finfo(dtype).eps)
+    for i, row in enumerate(x):
+        want, size = closed_form_gradient(kind, row, g[i], target[i])
+        lse = exact_logsumexp(row)
+        for j, (v, w, s) in enumerate(zip(got[i], want, size, strict=True)):
+            if s == 0:
+                # A -inf entry: no share of the sum, and no slope.
+                assert v == 0, (kind, i, j, v)
+                continue
+            tol = (4 * abs(float(row[j]) - float(lse)) + 16) * eps * float(s)
+            tol = max(tol, float(np.finfo(dtype).smallest_normal))
+            assert abs(mpmath.mpf(float(v)) - w) <= tol, (kind, i, j, v, w)

@@ -100,9 +100,8 @@ def test_other_backends_end_to_end(session_backends, tmp_path):
     # The backends of this test session that the suite has, each timed on
     # tiny shapes in a fresh process (JAX's x64 switch is process-wide).
     names = [n for n in session_backends if n in backends.NAMES and n != "numpy"]
-    if "torch" in names:
-        # Training steps, on the same library: their gradients must agree.
-        names.append("torch_train")
+    # Training steps, on the same libraries: their gradients must agree.
+    names += [f"{n}_train" for n in names if f"{n}_train" in backends.NAMES]
     names = [n for n in names if backends.load(n).available() is None]
     if not names:
         pytest.skip("no backend of the suite but numpy in this run")

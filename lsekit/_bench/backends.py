@@ -21,6 +21,7 @@ NAMES = (
     "torch_train",
     "torch_compile",
     "jax",
+    "jax_train",
     "dask",
     "cupy",
     "torch_cuda",

@@ -51,8 +51,33 @@ def versions() -> dict[str, str]:
     return {"jax": f"{jax.__version__} ({jax.devices()[0].platform})"}
 
 
+def _training(f: Any) -> Any:
+    """``f`` as a training step under ``jax.jit``: a fixed random gradient
+    of its output (one per shape, made on the first call) pulled back to
+    its first argument, whose gradient is the result."""
+    jax = _import("jax")
+    grads: dict[tuple[Any, ...], Any] = {}
+
+    @jax.jit  # type: ignore[untyped-decorator]
+    def pull(x: Any, g: Any, *rest: Any) -> Any:
+        _, back = jax.vjp(lambda x: f(x, *rest), x)
+        return back(g)[0]
+
+    def step(x: Any, *rest: Any) -> Any:
+        key = (x.shape, x.dtype, *(r.shape for r in rest))
+        if key not in grads:
+            out = jax.eval_shape(lambda x: f(x, *rest), x)
+            seeded = jax.random.key(0)
+            grads[key] = jax.random.normal(seeded, out.shape, out.dtype)
+        return pull(x, grads[key], *rest)
+
+    return step
+
+
 @functools.cache
-def _library() -> suite.Library:
+def _library(trained: bool = False) -> suite.Library:
+    """The JAX `Library`: calls under ``jax.jit``, or (``trained``)
+    training steps, forward and backward."""
     jax = _import("jax")
     jax.config.update("jax_enable_x64", True)
     jnp = _import("jax.numpy")
@@ -76,7 +101,7 @@ def _library() -> suite.Library:
         by_hand={
             f: functools.partial(getattr(maxshift, f), jnp) for f in suite.FUNCTIONS
         },
-        wrap=jax.jit,
+        wrap=_training if trained else jax.jit,
         sync=lambda r: r.block_until_ready(),
     )
 

@@ -161,9 +161,11 @@ def cross_entropy(
     ignore: int | None,
     take: Callable[[Any, Any], Any],
     rest: Rest,
-) -> tuple[Any, Any]:
-    """Each row's ``logsumexp - x[target]`` in float64, 0 where the target
-    is ``ignore``; ignored rows count as certified. ``take(x2, at)`` is
+) -> tuple[Any, Any, Any]:
+    """``(loss, ok, lse)``: each row's ``logsumexp - x[target]`` in
+    float64, 0 where the target is ``ignore``, the certified rows (ignored
+    ones count as certified), and each row's log-sum-exp in float64, for
+    the gradient. ``take(x2, at)`` is
     ``take_along_axis(x2, at, axis=1)`` in the library's fastest form (of
     PyTorch's, ``take_along_dim`` specialises a compiled graph to the
     number of classes, ``gather`` does not)."""
@@ -175,9 +177,8 @@ def cross_entropy(
     # confident prediction's tiny loss keeps its digits. m - x[target] of
     # two float32 numbers is exact in float64 unless their exponents lie
     # 29 apart, and then within a float64 ulp.
-    loss = (xp.astype(m[:, 0], xp.float64) - xp.astype(picked, xp.float64)) + xp.log1p(
-        t
-    )
+    top, low = xp.astype(m[:, 0], xp.float64), xp.log1p(t)
+    loss = (top - xp.astype(picked, xp.float64)) + low
     # Out-of-range indices go to the standard-only path, which gives them
     # NaN.
     ok = ok & valid
@@ -185,4 +186,4 @@ def cross_entropy(
         counted = target != ignore
         loss = xp.where(counted, loss, xp.zeros_like(loss))
         ok = ok | ~counted
-    return loss, ok
+    return loss, ok, top + low

@@ -1,8 +1,9 @@
 """JAX (float32): the kernels of ``_traced``, for XLA to fuse, guarded.
 
 Where any row is not certified, ``lax.cond`` runs the standard-only path
-instead, on every row; derivatives always come from that path (a
-``custom_jvp``), so that they are those the tests check.
+instead, on every row. Derivatives are closed forms (a ``custom_jvp``) in
+a pass or two over the rows, as ``jax.nn``'s, whichever branch ran, with
+the standard-only path's values where a row's maximum is not finite.
 """
 
 from __future__ import annotations
@@ -144,35 +145,84 @@ def _rowwise(f: Callable[..., Any], *rows: Any) -> Any:
 
 
 def _guarded(
-    fast: Callable[..., tuple[Callable[[], Any], Any]], exact: Callable[..., Any]
+    fast: Callable[..., tuple[Callable[[], Any], Any, Any]],
+    exact: Callable[..., Any],
+    special: Callable[..., Any],
+    slope: Callable[..., Any],
 ) -> Callable[..., Any]:
-    """``fast`` where it certifies every row, ``exact`` otherwise; the
-    derivatives are always ``exact``'s. Both take the rows and any per-row
-    arrays (class indices) after them; ``fast`` gives ``(finish, ok)``,
-    the certified rows and what computes its result, which runs inside the
-    branch: an array of the input's size passed through from outside would
-    be copied."""
+    """``fast`` where it certifies every row, ``exact`` otherwise, with the
+    closed-form derivative ``slope``.
+
+    Both take the rows and any per-row arrays (class indices) after them.
+    ``fast`` gives ``(finish, ok, aux)``: what computes its result, which
+    runs inside the branch (an array of the input's size passed through
+    from outside would be copied), the certified rows, and a float64 value
+    per row for ``slope``; ``special(*rows, out)`` gives that value in the
+    other branch. ``slope(rows, out, aux, tangents)`` gives the tangents of
+    the result and of ``aux``, linear in the rows' tangents: JAX transposes
+    them for reverse mode, and differentiates them, through this
+    function's own derivative, for higher ones.
+    """
     jax = importlib.import_module("jax")
 
     @jax.custom_jvp  # type: ignore[untyped-decorator]
     def run(*rows: Any) -> Any:
-        finish, ok = fast(*rows)
-        return jax.lax.cond(ok.all(), finish, lambda: exact(*rows))
+        finish, ok, aux = fast(*rows)
+
+        def slow() -> tuple[Any, Any]:
+            out = exact(*rows)
+            return out, special(*rows, out)
+
+        return jax.lax.cond(ok.all(), lambda: (finish(), aux), slow)
 
     @run.defjvp  # type: ignore[untyped-decorator]
     def jvp(primals: tuple[Any, ...], tangents: tuple[Any, ...]) -> tuple[Any, Any]:
-        return jax.jvp(exact, primals, tangents)  # type: ignore[no-any-return]
+        out, aux = run(*primals)
+        return (out, aux), slope(primals, out, aux, tangents)
 
-    return run  # type: ignore[no-any-return]
+    return lambda *rows: run(*rows)[0]
+
+
+def _shares(jnp: Any, x2: Any, lse: Any) -> Any:
+    """``p = exp(x - lse)``, each entry's share of its row's sum, for rows
+    of float32 ``x2`` with a finite float64 log-sum-exp ``lse``: from
+    ``hi``, ``lse`` rounded to float32, and ``exp(hi - lse)`` in float64,
+    which undoes that rounding (``|lse|`` ulps of ``exp(x - hi)``); 0 in
+    the other rows."""
+    finite = jnp.isfinite(lse)
+    hi = jnp.where(finite, lse, 0.0).astype(x2.dtype)
+    undo = jnp.exp(hi.astype(jnp.float64) - jnp.where(finite, lse, 0.0))
+    p = jnp.exp(x2 - hi[:, None]) * undo.astype(x2.dtype)[:, None]
+    return jnp.where(finite[:, None], p, 0.0)
+
+
+def _infinities(x2: Any, out: Any) -> Any:
+    """The number of ``+inf`` entries in each row, as float64."""
+    jnp = _jnp()
+    return jnp.sum(x2 == jnp.inf, axis=1).astype(jnp.float64)
+
+
+def _logsumexp_slope(
+    primals: tuple[Any, ...], out: Any, aux: Any, tangents: tuple[Any, ...]
+) -> Any:
+    """``sum(p dx)``; a row holding ``+inf`` (``aux`` of them) shares the
+    derivative among them, an all ``-inf`` one has none."""
+    jnp = _jnp()
+    (x2,), (dx,) = primals, tangents
+    p = _shares(jnp, x2, out)
+    infinite = aux > 0
+    share = (x2 == jnp.inf) / jnp.where(infinite, aux, 1.0).astype(x2.dtype)[:, None]
+    p = jnp.where(infinite[:, None], share, p)
+    return jnp.sum(p * dx, axis=1).astype(jnp.float64), jnp.zeros_like(aux)
 
 
 @functools.cache
 def _logsumexp(exact: Callable[[Any], Any]) -> Callable[[Any], Any]:
-    def fast(x2: Any) -> tuple[Callable[[], Any], Any]:
+    def fast(x2: Any) -> tuple[Callable[[], Any], Any, Any]:
         out, ok = _rowwise(functools.partial(_traced.logsumexp, _jnp()), x2)
-        return lambda: out, ok
+        return lambda: out, ok, _jnp().zeros(x2.shape[0], dtype="float64")
 
-    return _guarded(fast, exact)
+    return _guarded(fast, exact, _infinities, _logsumexp_slope)
 
 
 def logsumexp(x2: Any, exact: Callable[[Any], Any]) -> tuple[Any, None]:
@@ -181,13 +231,47 @@ def logsumexp(x2: Any, exact: Callable[[Any], Any]) -> tuple[Any, None]:
     return _logsumexp(exact)(x2), None
 
 
+def _finite_maxima(x2: Any, out: Any) -> Any:
+    """1 where a row's maximum is finite, 0 elsewhere, as float64."""
+    jnp = _jnp()
+    return jnp.isfinite(jnp.max(x2, axis=1)).astype(jnp.float64)
+
+
+def _normalised_slope(kind: str) -> Callable[..., Any]:
+    """The tangent of ``softmax`` or ``log_softmax``, from its output: ``p
+    (dx - sum(p dx))`` and ``dx - sum(p dx)``; 0 in rows whose maximum is
+    not finite (``aux`` 0), as the standard-only path's gradient under
+    ``jax.jit``."""
+
+    def slope(
+        primals: tuple[Any, ...], out: Any, aux: Any, tangents: tuple[Any, ...]
+    ) -> Any:
+        jnp = _jnp()
+        (dx,) = tangents
+        live = (aux > 0)[:, None]
+        if kind == "softmax":
+            # p is 0 in the rows without a derivative.
+            p = jnp.where(live, out, 0.0)
+            pdx = p * dx
+            return pdx - p * jnp.sum(pdx, axis=1, keepdims=True), jnp.zeros_like(aux)
+        p = jnp.where(live, jnp.exp(out), 0.0)
+        # Scaled apart, the sum and dx: a scaled dx would be written out
+        # whole in reverse mode, a pass of its own.
+        scale = jnp.where(live, 1.0, 0.0).astype(dx.dtype)
+        moved = dx * scale - jnp.sum(p * dx, axis=1, keepdims=True) * scale
+        return moved, jnp.zeros_like(aux)
+
+    return slope
+
+
 @functools.cache
 def _normalised(kind: str, exact: Callable[[Any], Any]) -> Callable[[Any], Any]:
-    def fast(x2: Any) -> tuple[Callable[[], Any], Any]:
+    def fast(x2: Any) -> tuple[Callable[[], Any], Any, Any]:
         m, t, ok = _rowwise(functools.partial(_traced.stats, _jnp()), x2)
-        return lambda: _traced.normalised(_jnp(), x2, m, t, kind), ok
+        finish = functools.partial(_traced.normalised, _jnp(), x2, m, t, kind)
+        return finish, ok, _jnp().ones(x2.shape[0], dtype="float64")
 
-    return _guarded(fast, exact)
+    return _guarded(fast, exact, _finite_maxima, _normalised_slope(kind))
 
 
 def normalised(x2: Any, kind: str, exact: Callable[[Any], Any]) -> tuple[Any, None]:
@@ -196,21 +280,56 @@ def normalised(x2: Any, kind: str, exact: Callable[[Any], Any]) -> tuple[Any, No
     return _normalised(kind, exact)(x2), None
 
 
+def _log_sum(x2: Any, target: Any, out: Any) -> Any:
+    """Each row's log-sum-exp in float64, by the max-shift: for the
+    gradient alone, where the standard-only path computes the loss."""
+    jnp = _jnp()
+    m = jnp.max(x2, axis=1).astype(jnp.float64)
+    finite = jnp.isfinite(m)
+    top = jnp.where(finite, m, 0.0)
+    total = jnp.sum(jnp.exp(x2.astype(jnp.float64) - top[:, None]), axis=1)
+    return jnp.where(finite, top + jnp.log(total), m)
+
+
+def _cross_entropy_slope(ignore: int | None) -> Callable[..., Any]:
+    """The tangent of the loss, ``sum(p dx) - dx[target]``, and of each
+    row's log-sum-exp ``aux``, ``sum(p dx)``; 0 where the target is ignored
+    and where the log-sum-exp is not finite, as the standard-only path's
+    under ``jax.jit``."""
+
+    def slope(
+        primals: tuple[Any, ...], out: Any, aux: Any, tangents: tuple[Any, ...]
+    ) -> Any:
+        jnp = _jnp()
+        (x2, target), (dx, _) = primals, tangents
+        keep = jnp.isfinite(aux)
+        valid = (target >= 0) & (target < x2.shape[1])
+        if ignore is not None:
+            keep = keep & (target != ignore)
+        at = jnp.where(valid, target, 0)[:, None]
+        picked = jnp.take_along_axis(dx, at, axis=1)[:, 0]
+        spread = jnp.sum(_shares(jnp, x2, aux) * dx, axis=1)
+        tangent = (spread - picked).astype(jnp.float64) * jnp.where(keep, 1.0, 0.0)
+        return tangent, spread.astype(jnp.float64)
+
+    return slope
+
+
 @functools.cache
 def _cross_entropy(
     ignore: int | None, exact: Callable[[Any, Any], Any]
 ) -> Callable[[Any, Any], Any]:
-    def fast(x2: Any, target: Any) -> tuple[Callable[[], Any], Any]:
+    def fast(x2: Any, target: Any) -> tuple[Callable[[], Any], Any, Any]:
         jnp = _jnp()
         take = functools.partial(jnp.take_along_axis, axis=1)
 
-        def loss(x2: Any, target: Any, rest: Any) -> tuple[Any, Any]:
+        def loss(x2: Any, target: Any, rest: Any) -> tuple[Any, Any, Any]:
             return _traced.cross_entropy(jnp, x2, target, ignore, take, rest)
 
-        out, ok = _rowwise(loss, x2, target)
-        return lambda: out, ok
+        out, ok, lse = _rowwise(loss, x2, target)
+        return lambda: out, ok, lse
 
-    return _guarded(fast, exact)
+    return _guarded(fast, exact, _log_sum, _cross_entropy_slope(ignore))
 
 
 def cross_entropy(

@@ -333,7 +333,7 @@ def cross_entropy(
     counted = None if ignore is None else target != ignore
     if _compiling():
         xp = _compat.namespace(x2)
-        loss, ok = _traced.cross_entropy(xp, x2, target, ignore, _gather, _REST)
+        loss, ok, _ = _traced.cross_entropy(xp, x2, target, ignore, _gather, _REST)
         loss = _cond(ok, lambda: loss.clone(), lambda: exact(x2, target))
         return loss, counted, None
     if _tracked(x2):
