@@ -162,7 +162,7 @@ def _by_kernels(out) -> bool:
         if node is None or node in seen:
             continue
         seen.add(node)
-        if type(node).__name__ == "ReverseBackward":
+        if type(node).__name__ == "_ReverseBackward":
             return True
         todo.extend(n for n, _ in node.next_functions)
     return False

@@ -20,6 +20,7 @@ NAMES = (
     "torch",
     "torch_train",
     "torch_compile",
+    "torch_compile_train",
     "jax",
     "jax_train",
     "dask",

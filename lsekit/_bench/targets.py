@@ -56,6 +56,7 @@ TARGETS: dict[tuple[str, str], Target] = {
     ("torch", LIBRARY): Target(at_most=True, value=1.25),  # torch, F.*
     ("torch_train", LIBRARY): Target(at_most=True, value=1.25),
     ("torch_compile", LIBRARY): Target(at_most=True, value=1.1),
+    ("torch_compile_train", LIBRARY): Target(at_most=True, value=1.1),
     ("jax", LIBRARY): Target(at_most=True, value=1.1),  # jax.nn, under jit
     ("jax_train", LIBRARY): Target(at_most=True, value=1.1),
     ("cupy", BANDWIDTH): Target(at_most=False, value=0.8),

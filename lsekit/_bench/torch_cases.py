@@ -120,9 +120,9 @@ def library(device: str, *, compiled: bool = False, trained: bool = False) -> Li
         return lambda: dst.copy_(src)
 
     def wrap(f: Any) -> Any:
-        if trained:
-            return _training(f)
-        return torch.compile(f, dynamic=False) if compiled else f
+        if compiled:
+            f = torch.compile(f, dynamic=False)
+        return _training(f) if trained else f
 
     return Library(
         asarray=asarray,

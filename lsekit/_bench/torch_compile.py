@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import functools
 import shutil
+from collections.abc import Callable, Sequence
 
 from . import suite, torch_cases
 from .case import Case
 from .sizes import Sizes
 
-__all__ = ["NAME", "available", "cases", "versions"]
+__all__ = ["NAME", "available", "cases", "compiled_cases", "versions"]
 
 NAME = "torch_compile"
 # Compiling lsekit's logmatmulexp takes longer the larger the operands (two
@@ -47,14 +48,27 @@ def _library() -> suite.Library:
     return torch_cases.library("cpu", compiled=True)
 
 
-def cases(sizes: Sizes) -> list[Case]:
-    """The compiled PyTorch cases of a run of ``sizes``."""
+def compiled_cases(
+    name: str,
+    sizes: Sizes,
+    load: Callable[[], suite.Library],
+    matmul: Sequence[int],
+) -> list[Case]:
+    """The cases of a compiled backend ``name`` (its `Library` from
+    ``load``) in a run of ``sizes``: the compiled shapes and functions,
+    and ``logmatmulexp`` at the sizes ``matmul``."""
     return suite.cases(
-        NAME,
+        name,
         sizes,
-        _library,
+        load,
         shapes=sizes.compiled_shapes,
-        matmul=[n for n in sizes.compiled_matmul if n <= MATMUL_LIMIT],
+        matmul=matmul,
         functions=sizes.compiled_functions,
         by_hand=sizes.compiled_by_hand,
     )
+
+
+def cases(sizes: Sizes) -> list[Case]:
+    """The compiled PyTorch cases of a run of ``sizes``."""
+    matmul = [n for n in sizes.compiled_matmul if n <= MATMUL_LIMIT]
+    return compiled_cases(NAME, sizes, _library, matmul)

@@ -1,27 +1,46 @@
-"""The eager PyTorch kernels under autograd.
+"""The PyTorch kernels under autograd: eagerly, and under ``torch.compile``.
 
 Rows that autograd records take the kernels too, inside a
 ``torch.autograd.Function`` whose gradient is a closed form in one pass or
 two over the rows, as PyTorch's own functions have: the softmax ``p`` of
 each row, ``g p`` for ``logsumexp``, ``p (g - sum(g p))`` for ``softmax``,
 ``g - p sum(g)`` for ``log_softmax``, ``g (p - onehot(target))`` for the
-loss. Differentiated in turn (``create_graph``), the function recomputes
-the standard-only path's graph and differentiates that, so that second
-derivatives are those the tests check.
+loss.
 
-The rows that the kernels do not certify, recomputed by the standard-only
-path, take their gradient from that path too: its derivatives give 0, not
-NaN, where they can, at a maximum that is not finite among others.
+Eagerly (``reverse``), the rows that the kernels do not certify,
+recomputed by the standard-only path, take their gradient from that path
+too: its derivatives give 0, not NaN, where they can, at a maximum that
+is not finite among others. Differentiated in turn (``create_graph``),
+the function recomputes the standard-only path's graph and differentiates
+that, so that second derivatives are those the tests check.
+
+Under ``torch.compile`` (``traced``), the forward pass is the guarded
+traced kernel and the backward the closed forms, both traced for Inductor
+to fuse; in a batch that takes the standard-only path, the closed forms
+give that path's gradients where a row's maximum is not finite, from a
+value per row that each branch of the guard hands them. AOTAutograd does
+not take second derivatives of a compiled graph.
+
+This module imports torch: ``torch.py`` imports it where autograd records
+a tensor, and an import is what Dynamo runs rather than traces, so that
+the functions' classes are made outside the graph even when the first
+call comes while ``torch.compile`` traces.
 """
 
 from __future__ import annotations
 
-import functools
-import sys
+import importlib
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["Rows", "reverse"]
+from .. import _compat
+from . import _traced
+
+# Typed as Any: torch's annotations are there in some environments and not
+# in others.
+torch: Any = importlib.import_module("torch")
+
+__all__ = ["Guarded", "Rows", "pullback", "reverse", "traced"]
 
 Rows = Callable[[Any, Any, "int | None", str, Any], tuple[Any, tuple[Any, ...]]]
 """``rows(x2, target, ignore, kind, exact)``: ``(out, stats)`` for rows
@@ -46,41 +65,34 @@ def reverse(
     gradient of ``kind`` ("logsumexp", "softmax", "log_softmax",
     "cross_entropy"). ``exact`` is the standard-only path's function of the
     rows (and ``target``)."""
-    torch = sys.modules["torch"]
     with torch.no_grad():
         out, stats = rows(x2.detach(), target, ignore, kind, exact)
     # Handed over in a list: a tensor argument returned as it is would be
     # taken for a view of an input.
-    return _function().apply(x2, target, (kind, ignore, exact), [out, *stats])
+    return _Reverse.apply(x2, target, (kind, ignore, exact), [out, *stats])
 
 
-@functools.cache
-def _function() -> Any:
-    """The ``torch.autograd.Function``, made once torch is in use."""
-    # Typed as Any: torch's annotations are there in some environments and
-    # not in others.
-    torch: Any = sys.modules["torch"]
+class _Reverse(torch.autograd.Function):  # type: ignore[misc]
+    """The eager kernels' result, computed beforehand and passed in ``box``,
+    with their closed-form gradient."""
 
-    class Reverse(torch.autograd.Function):  # type: ignore[misc]
-        @staticmethod
-        def forward(ctx: Any, x2: Any, target: Any, how: Any, box: Any) -> Any:
-            ctx.kind, ctx.ignore, ctx.exact = how
-            ctx.save_for_backward(x2, target, *box)
-            return box[0]
+    @staticmethod
+    def forward(ctx: Any, x2: Any, target: Any, how: Any, box: Any) -> Any:
+        ctx.kind, ctx.ignore, ctx.exact = how
+        ctx.save_for_backward(x2, target, *box)
+        return box[0]
 
-        @staticmethod
-        def backward(ctx: Any, g: Any) -> tuple[Any, None, None, None]:
-            x2, target, out, *stats, redo = ctx.saved_tensors
-            if torch.is_grad_enabled():
-                # The gradient is differentiated in turn.
-                return _recomputed(ctx.exact, x2, target, g, True), None, None, None
-            dx = _slope(ctx.kind, x2, target, ctx.ignore, out, stats, g)
-            if redo is not None:
-                some = None if target is None else target[redo]
-                dx[redo] = _recomputed(ctx.exact, x2[redo], some, g[redo])
-            return dx, None, None, None
-
-    return Reverse
+    @staticmethod
+    def backward(ctx: Any, g: Any) -> tuple[Any, None, None, None]:
+        x2, target, out, *stats, redo = ctx.saved_tensors
+        if torch.is_grad_enabled():
+            # The gradient is differentiated in turn.
+            return _recomputed(ctx.exact, x2, target, g, True), None, None, None
+        dx = _slope(ctx.kind, x2, target, ctx.ignore, out, stats, g)
+        if redo is not None:
+            some = None if target is None else target[redo]
+            dx[redo] = _recomputed(ctx.exact, x2[redo], some, g[redo])
+        return dx, None, None, None
 
 
 def _recomputed(
@@ -88,7 +100,6 @@ def _recomputed(
 ) -> Any:
     """The gradient of the standard-only path ``exact`` at ``x2``, given
     ``g``, that of its output."""
-    torch = sys.modules["torch"]
     with torch.enable_grad():
         if not create_graph:
             x2 = x2.detach().requires_grad_(True)
@@ -114,7 +125,6 @@ def _slope(
     ``1 + t = exp(low)`` in float64, where ``exp(x - lse)`` would pass on
     the rounding of ``lse`` itself (``|lse|`` ulps, 60 at 700 in float64).
     """
-    torch = sys.modules["torch"]
     if kind == "softmax":
         return torch._softmax_backward_data(g, out, 1, x2.dtype)
     if kind == "log_softmax":
@@ -130,3 +140,91 @@ def _slope(
         at = target if ignore is None else torch.where(target != ignore, target, 0)
         dx.scatter_add_(1, at[:, None], -g.to(x2.dtype)[:, None])
     return dx
+
+
+Guarded = Callable[[str, Any, Any, "int | None", Any], tuple[Any, Any]]
+"""``guarded(kind, x2, target, ignore, exact)``: ``(out, aux)``, traced:
+the result of ``kind`` on 2-D rows ``x2`` (by the traced kernel, or by
+the standard-only path ``exact``) and a float64 value per row for
+``pullback``: for ``logsumexp`` the number of ``+inf`` entries
+(``_traced.infinities``; 0 where the kernel ran), for ``softmax`` and
+``log_softmax`` 1 where the row's maximum is finite and 0 elsewhere, for
+the loss each row's log-sum-exp."""
+
+
+def traced(
+    kind: str,
+    x2: Any,
+    target: Any,
+    ignore: int | None,
+    exact: Any,
+    guarded: Guarded,
+) -> Any:
+    """``guarded``'s result for rows ``x2`` that autograd records under
+    ``torch.compile``, with ``pullback`` as its gradient."""
+    return _Traced.apply(x2, target, kind, ignore, exact, guarded)
+
+
+class _Traced(torch.autograd.Function):  # type: ignore[misc]
+    """A ``Guarded`` and its ``pullback``, which Dynamo traces both."""
+
+    @staticmethod
+    def forward(
+        ctx: Any,
+        x2: Any,
+        target: Any,
+        kind: str,
+        ignore: int | None,
+        exact: Any,
+        guarded: Guarded,
+    ) -> Any:
+        out, aux = guarded(kind, x2, target, ignore, exact)
+        ctx.kind, ctx.ignore = kind, ignore
+        ctx.save_for_backward(x2, target, out, aux)
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, g: Any) -> tuple[Any, ...]:
+        x2, target, out, aux = ctx.saved_tensors
+        dx = pullback(ctx.kind, ctx.ignore, x2, target, out, aux, g)
+        return dx, None, None, None, None, None
+
+
+def pullback(
+    kind: str,
+    ignore: int | None,
+    x2: Any,
+    target: Any,
+    out: Any,
+    aux: Any,
+    g: Any,
+) -> Any:
+    """The gradient in the rows ``x2`` given ``g``, that of ``out``, from
+    the result and the values per row of a ``Guarded``: in the rows of a
+    maximum that is not finite, that of the standard-only path traced (the
+    share of each ``+inf`` entry for ``logsumexp``, 0 elsewhere, NaN in a
+    row that holds a NaN, whose ``aux`` is NaN)."""
+    xp = _compat.namespace(x2)
+    nan = xp.astype(xp.where(xp.isnan(aux), aux, xp.ones_like(aux)), x2.dtype)
+    if kind in ("softmax", "log_softmax"):
+        live = (aux > 0)[:, None]
+        g = xp.where(live, g, xp.zeros_like(g)) * nan[:, None]
+        if kind == "softmax":
+            p = xp.where(live, out, xp.zeros_like(out))
+            gp = g * p
+            return gp - p * xp.sum(gp, axis=1, keepdims=True)
+        p = xp.where(live, xp.exp(out), xp.zeros_like(out))
+        return g - p * xp.sum(g, axis=1, keepdims=True)
+    if kind == "logsumexp":
+        p = _traced.logsumexp_shares(xp, x2, out, aux)
+        return p * (xp.astype(g, x2.dtype) * nan)[:, None]
+    # The loss: p less the target's one-hot row, where the row's
+    # log-sum-exp is finite and its target not ignored.
+    keep = xp.isfinite(aux)
+    if ignore is not None:
+        keep = keep & (target != ignore)
+    w = xp.astype(xp.where(keep, g, xp.zeros_like(g)), x2.dtype) * nan
+    n = x2.shape[1]
+    at = xp.where((target >= 0) & (target < n), target, xp.zeros_like(target))
+    hit = xp.arange(n, device=_compat.device(x2)) == at[:, None]
+    return (_traced.shares(xp, x2, aux) - xp.astype(hit, x2.dtype)) * w[:, None]

@@ -37,9 +37,14 @@ __all__ = [
     "Rest",
     "Total",
     "cross_entropy",
+    "finite_maxima",
+    "infinities",
+    "log_sum",
     "logsumexp",
+    "logsumexp_shares",
     "normalised",
     "rest",
+    "shares",
     "stats",
     "sum64",
     "terms",
@@ -187,3 +192,62 @@ def cross_entropy(
         loss = xp.where(counted, loss, xp.zeros_like(loss))
         ok = ok | ~counted
     return loss, ok, top + low
+
+
+# For the closed-form derivatives: the values per row that the guards'
+# two branches hand them, and the softmax of the rows.
+
+
+def shares(xp: ModuleType, x2: Any, lse: Any) -> Any:
+    """``p = exp(x - lse)``, each entry's share of its row's sum, for rows
+    ``x2`` with a finite float64 log-sum-exp ``lse``: from ``hi``, ``lse``
+    rounded to the rows' dtype, and ``exp(hi - lse)`` in float64, which
+    undoes that rounding (``|lse|`` ulps of ``exp(x - hi)``); 0 in the
+    other rows."""
+    finite = xp.isfinite(lse)
+    lse = xp.where(finite, lse, xp.zeros_like(lse))
+    hi = xp.astype(lse, x2.dtype)
+    undo = xp.exp(xp.astype(hi, xp.float64) - lse)
+    p = xp.exp(x2 - hi[:, None]) * xp.astype(undo, x2.dtype)[:, None]
+    return xp.where(finite[:, None], p, xp.zeros_like(p))
+
+
+def logsumexp_shares(xp: ModuleType, x2: Any, lse: Any, inf: Any) -> Any:
+    """The derivative of each row's log-sum-exp ``lse`` (float64) by its
+    entries: ``shares``, or in a row that holds ``inf > 0`` entries
+    ``+inf`` (float64 counts, ``infinities``), shared equally among them,
+    as the standard-only path's; 0 in an all ``-inf`` row."""
+    p = shares(xp, x2, lse)
+    infinite = inf > 0
+    count = xp.astype(xp.where(infinite, inf, xp.ones_like(inf)), x2.dtype)
+    share = xp.astype(x2 == xp.inf, x2.dtype) / count[:, None]
+    return xp.where(infinite[:, None], share, p)
+
+
+def _nan_rows(xp: ModuleType, x2: Any, v: Any) -> Any:
+    """``v``, a float64 value per row, NaN in the rows that hold a NaN."""
+    m = xp.astype(xp.max(x2, axis=1), xp.float64)
+    return xp.where(xp.isnan(m), m, v)
+
+
+def infinities(xp: ModuleType, x2: Any) -> Any:
+    """The number of ``+inf`` entries in each row, as float64; NaN in the
+    rows that hold a NaN."""
+    return _nan_rows(xp, x2, xp.sum(xp.astype(x2 == xp.inf, xp.float64), axis=1))
+
+
+def finite_maxima(xp: ModuleType, x2: Any) -> Any:
+    """1 where a row's maximum is finite, 0 elsewhere, as float64; NaN in
+    the rows that hold a NaN."""
+    live = xp.astype(xp.isfinite(xp.max(x2, axis=1)), xp.float64)
+    return _nan_rows(xp, x2, live)
+
+
+def log_sum(xp: ModuleType, x2: Any) -> Any:
+    """Each row's log-sum-exp in float64, by the max-shift: for the
+    gradient alone, where the standard-only path computes the loss."""
+    m = xp.astype(xp.max(x2, axis=1), xp.float64)
+    finite = xp.isfinite(m)
+    top = xp.where(finite, m, xp.zeros_like(m))
+    total = xp.sum(xp.exp(xp.astype(x2, xp.float64) - top[:, None]), axis=1)
+    return xp.where(finite, top + xp.log(total), m)

@@ -157,7 +157,7 @@ def _guarded(
     ``fast`` gives ``(finish, ok, aux)``: what computes its result, which
     runs inside the branch (an array of the input's size passed through
     from outside would be copied), the certified rows, and a float64 value
-    per row for ``slope``; ``special(*rows, out)`` gives that value in the
+    per row for ``slope``; ``special(jnp, rows[0])`` gives that value in the
     other branch. ``slope(rows, out, aux, tangents)`` gives the tangents of
     the result and of ``aux``, linear in the rows' tangents: JAX transposes
     them for reverse mode, and differentiates them, through this
@@ -171,7 +171,7 @@ def _guarded(
 
         def slow() -> tuple[Any, Any]:
             out = exact(*rows)
-            return out, special(*rows, out)
+            return out, special(_jnp(), rows[0])
 
         return jax.lax.cond(ok.all(), lambda: (finish(), aux), slow)
 
@@ -183,25 +183,6 @@ def _guarded(
     return lambda *rows: run(*rows)[0]
 
 
-def _shares(jnp: Any, x2: Any, lse: Any) -> Any:
-    """``p = exp(x - lse)``, each entry's share of its row's sum, for rows
-    of float32 ``x2`` with a finite float64 log-sum-exp ``lse``: from
-    ``hi``, ``lse`` rounded to float32, and ``exp(hi - lse)`` in float64,
-    which undoes that rounding (``|lse|`` ulps of ``exp(x - hi)``); 0 in
-    the other rows."""
-    finite = jnp.isfinite(lse)
-    hi = jnp.where(finite, lse, 0.0).astype(x2.dtype)
-    undo = jnp.exp(hi.astype(jnp.float64) - jnp.where(finite, lse, 0.0))
-    p = jnp.exp(x2 - hi[:, None]) * undo.astype(x2.dtype)[:, None]
-    return jnp.where(finite[:, None], p, 0.0)
-
-
-def _infinities(x2: Any, out: Any) -> Any:
-    """The number of ``+inf`` entries in each row, as float64."""
-    jnp = _jnp()
-    return jnp.sum(x2 == jnp.inf, axis=1).astype(jnp.float64)
-
-
 def _logsumexp_slope(
     primals: tuple[Any, ...], out: Any, aux: Any, tangents: tuple[Any, ...]
 ) -> Any:
@@ -209,10 +190,7 @@ def _logsumexp_slope(
     derivative among them, an all ``-inf`` one has none."""
     jnp = _jnp()
     (x2,), (dx,) = primals, tangents
-    p = _shares(jnp, x2, out)
-    infinite = aux > 0
-    share = (x2 == jnp.inf) / jnp.where(infinite, aux, 1.0).astype(x2.dtype)[:, None]
-    p = jnp.where(infinite[:, None], share, p)
+    p = _traced.logsumexp_shares(jnp, x2, out, aux)
     return jnp.sum(p * dx, axis=1).astype(jnp.float64), jnp.zeros_like(aux)
 
 
@@ -222,19 +200,13 @@ def _logsumexp(exact: Callable[[Any], Any]) -> Callable[[Any], Any]:
         out, ok = _rowwise(functools.partial(_traced.logsumexp, _jnp()), x2)
         return lambda: out, ok, _jnp().zeros(x2.shape[0], dtype="float64")
 
-    return _guarded(fast, exact, _infinities, _logsumexp_slope)
+    return _guarded(fast, exact, _traced.infinities, _logsumexp_slope)
 
 
 def logsumexp(x2: Any, exact: Callable[[Any], Any]) -> tuple[Any, None]:
     """Each row's log-sum-exp in float64; ``exact(rows)`` is the
     standard-only path, in float64."""
     return _logsumexp(exact)(x2), None
-
-
-def _finite_maxima(x2: Any, out: Any) -> Any:
-    """1 where a row's maximum is finite, 0 elsewhere, as float64."""
-    jnp = _jnp()
-    return jnp.isfinite(jnp.max(x2, axis=1)).astype(jnp.float64)
 
 
 def _normalised_slope(kind: str) -> Callable[..., Any]:
@@ -271,24 +243,13 @@ def _normalised(kind: str, exact: Callable[[Any], Any]) -> Callable[[Any], Any]:
         finish = functools.partial(_traced.normalised, _jnp(), x2, m, t, kind)
         return finish, ok, _jnp().ones(x2.shape[0], dtype="float64")
 
-    return _guarded(fast, exact, _finite_maxima, _normalised_slope(kind))
+    return _guarded(fast, exact, _traced.finite_maxima, _normalised_slope(kind))
 
 
 def normalised(x2: Any, kind: str, exact: Callable[[Any], Any]) -> tuple[Any, None]:
     """The rows' ``log_softmax`` or ``softmax`` (``kind``) in their dtype;
     ``exact(rows)`` is the standard-only path."""
     return _normalised(kind, exact)(x2), None
-
-
-def _log_sum(x2: Any, target: Any, out: Any) -> Any:
-    """Each row's log-sum-exp in float64, by the max-shift: for the
-    gradient alone, where the standard-only path computes the loss."""
-    jnp = _jnp()
-    m = jnp.max(x2, axis=1).astype(jnp.float64)
-    finite = jnp.isfinite(m)
-    top = jnp.where(finite, m, 0.0)
-    total = jnp.sum(jnp.exp(x2.astype(jnp.float64) - top[:, None]), axis=1)
-    return jnp.where(finite, top + jnp.log(total), m)
 
 
 def _cross_entropy_slope(ignore: int | None) -> Callable[..., Any]:
@@ -308,7 +269,7 @@ def _cross_entropy_slope(ignore: int | None) -> Callable[..., Any]:
             keep = keep & (target != ignore)
         at = jnp.where(valid, target, 0)[:, None]
         picked = jnp.take_along_axis(dx, at, axis=1)[:, 0]
-        spread = jnp.sum(_shares(jnp, x2, aux) * dx, axis=1)
+        spread = jnp.sum(_traced.shares(jnp, x2, aux) * dx, axis=1)
         tangent = (spread - picked).astype(jnp.float64) * jnp.where(keep, 1.0, 0.0)
         return tangent, spread.astype(jnp.float64)
 
@@ -329,7 +290,7 @@ def _cross_entropy(
         out, ok, lse = _rowwise(loss, x2, target)
         return lambda: out, ok, lse
 
-    return _guarded(fast, exact, _log_sum, _cross_entropy_slope(ignore))
+    return _guarded(fast, exact, _traced.log_sum, _cross_entropy_slope(ignore))
 
 
 def cross_entropy(

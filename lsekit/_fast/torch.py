@@ -7,11 +7,10 @@ are NumPy arrays that share memory with the tensors they come from: on a
 batch of a few hundred rows each of PyTorch's operations costs several
 microseconds of dispatch, NumPy's about one, and the kernel makes a few
 dozen of them.
-Tensors that autograd records eagerly take the kernels too, with the
-closed-form gradients of ``_autograd``.
-Tensors that forward-mode AD or a ``torch.func`` transform tracks, or that
-require a gradient under ``torch.compile``, take the standard-only path,
-whose derivatives the tests check.
+Tensors that autograd records take the kernels too, eagerly and under
+``torch.compile``, with the closed-form gradients of ``_autograd``.
+Tensors that forward-mode AD or a ``torch.func`` transform tracks take
+the standard-only path, whose derivatives the tests check.
 
 Under ``torch.compile`` nothing can be read while the graph is traced:
 float32 rows go through ``_traced``, one fused expression for Inductor, and
@@ -29,7 +28,7 @@ from types import ModuleType
 from typing import Any
 
 from .. import _compat
-from . import _autograd, _blocked, _traced
+from . import _blocked, _traced
 
 __all__ = [
     "accepts",
@@ -87,11 +86,7 @@ def eligible(x: Any) -> bool:
     ):
         return False
     if _compiling():
-        return (
-            x.dtype == torch.float32
-            and not _tracked(x)
-            and not torch._C._functorch.is_batchedtensor(x)
-        )
+        return x.dtype == torch.float32 and not torch._C._functorch.is_batchedtensor(x)
     return (
         _compat.readable(x)
         and not torch._C._functorch.is_functorch_wrapped_tensor(x)
@@ -142,16 +137,71 @@ def _cond(ok: Any, fast: Callable[[], Any], exact: Callable[[], Any]) -> Any:
 _REST = _traced.rest(_traced.sum64, _cond)
 
 
+def _guarded(
+    kind: str, x2: Any, target: Any, ignore: int | None, exact: Callable[..., Any]
+) -> tuple[Any, Any]:
+    """``_autograd.Guarded``: under ``torch.compile``, the traced kernel of
+    ``kind`` where it certifies every row, the standard-only path
+    ``exact`` on every row otherwise, and a float64 value per row for the
+    gradient (``_autograd.pullback``)."""
+    xp = _compat.namespace(x2)
+    fast: Callable[[], tuple[Any, Any]]
+    slow: Callable[[], tuple[Any, Any]]
+    # A branch may not return a tensor from outside it: the copies are of
+    # one value per row.
+    if kind == "logsumexp":
+        out, ok = _traced.logsumexp(xp, x2, _REST)
+        none = xp.zeros_like(out)
+
+        def fast() -> tuple[Any, Any]:
+            return out.clone(), none.clone()
+
+        def slow() -> tuple[Any, Any]:
+            return exact(x2), _traced.infinities(xp, x2)
+
+    elif kind == "cross_entropy":
+        loss, ok, lse = _traced.cross_entropy(xp, x2, target, ignore, _gather, _REST)
+
+        def fast() -> tuple[Any, Any]:
+            return loss.clone(), lse.clone()
+
+        def slow() -> tuple[Any, Any]:
+            return exact(x2, target), _traced.log_sum(xp, x2)
+
+    else:
+        m, t, ok = _traced.stats(xp, x2, _REST)
+        live = xp.ones_like(t)
+
+        def fast() -> tuple[Any, Any]:
+            return _traced.normalised(xp, x2, m, t, kind), live.clone()
+
+        def slow() -> tuple[Any, Any]:
+            return exact(x2), _traced.finite_maxima(xp, x2)
+
+    out, aux = _cond(ok, fast, slow)
+    return out, aux
+
+
+def _compiled(
+    kind: str, x2: Any, target: Any, ignore: int | None, exact: Callable[..., Any]
+) -> Any:
+    """The result of ``_guarded``, through ``_autograd.traced`` where
+    autograd records ``x2``."""
+    if _tracked(x2):
+        from . import _autograd
+
+        return _autograd.traced(kind, x2, target, ignore, exact, _guarded)
+    return _guarded(kind, x2, target, ignore, exact)[0]
+
+
 def logsumexp(x2: Any, exact: Callable[[Any], Any]) -> tuple[Any, Any]:
     """Each row's log-sum-exp in float64, and the rows for the caller to
     recompute with ``exact`` (None: none)."""
     if _compiling():
-        xp = _compat.namespace(x2)
-        out, ok = _traced.logsumexp(xp, x2, _REST)
-        # A branch may not return a tensor from outside it: the copy is of
-        # one value per row.
-        return _cond(ok, lambda: out.clone(), lambda: exact(x2)), None
+        return _compiled("logsumexp", x2, None, None, exact), None
     if _tracked(x2):
+        from . import _autograd
+
         return _autograd.reverse(
             "logsumexp", x2, None, None, _eager_logsumexp, exact
         ), None
@@ -174,14 +224,10 @@ def normalised(x2: Any, kind: str, exact: Callable[[Any], Any]) -> tuple[Any, An
     """The rows' ``log_softmax`` or ``softmax`` (``kind``) in their dtype,
     and the rows for the caller to recompute with ``exact`` (None: none)."""
     if _compiling():
-        xp = _compat.namespace(x2)
-        m, t, ok = _traced.stats(xp, x2, _REST)
-
-        def fast() -> Any:
-            return _traced.normalised(xp, x2, m, t, kind)
-
-        return _cond(ok, fast, lambda: exact(x2)), None
+        return _compiled(kind, x2, None, None, exact), None
     if _tracked(x2):
+        from . import _autograd
+
         return _autograd.reverse(kind, x2, None, None, _eager_normalised, exact), None
     out, redo = _blocked.normalised(sys.modules[__name__], x2, kind)
     return out, _result(redo)
@@ -332,11 +378,10 @@ def cross_entropy(
     for the caller to recompute with ``exact`` (None: none)."""
     counted = None if ignore is None else target != ignore
     if _compiling():
-        xp = _compat.namespace(x2)
-        loss, ok, _ = _traced.cross_entropy(xp, x2, target, ignore, _gather, _REST)
-        loss = _cond(ok, lambda: loss.clone(), lambda: exact(x2, target))
-        return loss, counted, None
+        return _compiled("cross_entropy", x2, target, ignore, exact), counted, None
     if _tracked(x2):
+        from . import _autograd
+
         loss = _autograd.reverse(
             "cross_entropy", x2, target, ignore, _eager_cross_entropy, exact
         )
