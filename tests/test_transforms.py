@@ -239,10 +239,15 @@ def test_torch_compile_fullgraph(torch, case):
 
 
 # First calls to lsekit while Dynamo traces, in a process of their own: the
-# fast path's modules must already be imported, since Dynamo cannot follow
-# an import (the other tests' eager calls import them in this process); and
-# a user who compiles lsekit must see no warning from it. Inductor's own
-# DeprecationWarning (torch.jit) is one that Python shows no user by default.
+# fast path's modules must already be imported, or imported by a statement
+# that Dynamo runs (the autograd functions, on the first call that records
+# a gradient), since it cannot trace importlib (the other tests' eager
+# calls import them in this process); and a user who compiles lsekit must
+# see no warning from it. Inductor's own DeprecationWarning (torch.jit) is
+# one that Python shows no user by default; the one that Dynamo gives for
+# a custom autograd.Function it records without showing it. The training
+# steps take the float32 fast path; torch.func's grad, compiled, the
+# standard-only path after a graph break.
 FIRST_CALLS = """
 import warnings
 import torch
@@ -265,6 +270,17 @@ with warnings.catch_warnings(record=True) as seen:
     for name, f in calls.items():
         got = torch.compile(f, fullgraph=True)(x)
         print(name, float((got.double() - f(x.double())).abs().max()))
+    for name in ("logsumexp", "softmax", "log_softmax", "cross_entropy"):
+        def total(x, f=calls[name]):
+            out = f(x)
+            spread = torch.linspace(-1.0, 1.0, out.numel()).reshape(out.shape)
+            return (out * spread).sum()
+        a, b = x.clone().requires_grad_(True), x.double().requires_grad_(True)
+        torch.compile(total, fullgraph=True)(a).backward()
+        total(b).backward()
+        print("train-" + name, float((a.grad.double() - b.grad).abs().max()))
+        got = torch.compile(torch.func.grad(total))(x)
+        print("grad-" + name, float((got.double() - b.grad).abs().max()))
 for w in seen:
     if not (w.category is DeprecationWarning and "torch.jit" in str(w.message)):
         print("warning", w.category.__name__, w.message)
@@ -284,7 +300,7 @@ def test_torch_compile_first_calls(torch):
     lines = [line.rsplit(" ", 1) for line in done.stdout.splitlines()]
     warned = [" ".join(line) for line in lines if line[0].startswith("warning")]
     assert not warned, warned
-    assert len(lines) == 6, done.stdout
+    assert len(lines) == 14, done.stdout
     for name, error in lines:
         assert float(error) < 1e-6, name
 

@@ -76,8 +76,11 @@ def _compiling() -> bool:
 
 
 def eligible(x: Any) -> bool:
-    """float32 or float64 on the CPU (float32 alone under ``torch.compile``),
-    not empty, and no derivative taken but eager autograd's."""
+    """float32 or float64 on the CPU, not empty, and no derivative taken
+    but autograd's. Under ``torch.compile``: float32 alone, and no
+    ``torch.func`` transform, whose tensors ``torch.cond`` does not take
+    (Dynamo breaks the graph at the check there, and the eager check
+    sends them to the standard-only path)."""
     torch = sys.modules["torch"]
     if not (
         x.dtype in (torch.float32, torch.float64)
@@ -86,7 +89,8 @@ def eligible(x: Any) -> bool:
     ):
         return False
     if _compiling():
-        return x.dtype == torch.float32 and not torch._C._functorch.is_batchedtensor(x)
+        level = torch._C._functorch.maybe_current_level()
+        return x.dtype == torch.float32 and level is None
     return (
         _compat.readable(x)
         and not torch._C._functorch.is_functorch_wrapped_tensor(x)
