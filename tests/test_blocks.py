@@ -193,3 +193,28 @@ def test_gradient(bk, blocked, monkeypatch, dtype, kind):
 
     x, got = _run(bk, blocked, monkeypatch, dtype, func)
     assert_gradient(kind, x, got, g, target, npdt)
+
+
+@pytest.mark.parametrize("kind", list(PUBLIC))
+def test_backward_keeps_no_more_than_the_logits(bk, kind):
+    """What autograd keeps for the backward pass of the kernels' function
+    is one array of the logits' size (the logits, or the output of
+    ``softmax`` and ``log_softmax``, whose gradients need nothing else, as
+    PyTorch's own) and a few values per row."""
+    if bk.name != "torch":
+        pytest.skip(f"{bk.name} has no autograd")
+    torch = bk.xp
+    # Rows without a dominant term: none is recomputed.
+    rows = np.random.default_rng(9).normal(0.0, 2.0, size=(4, NCOLS))
+    x = torch.asarray(rows.astype(np.float32)).requires_grad_(True)
+    target = torch.asarray(np.array([0, 25, 3, 33]))
+    kept = []
+
+    def pack(t):
+        kept.append(t.untyped_storage().nbytes())
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = PUBLIC[kind](x * 1.0, target)
+    assert _by_kernels(out), kind
+    assert sum(kept) <= x.numel() * 4 + 64 * len(rows), (kind, kept)

@@ -11,8 +11,12 @@ Eagerly (``reverse``), the rows that the kernels do not certify,
 recomputed by the standard-only path, take their gradient from that path
 too: its derivatives give 0, not NaN, where they can, at a maximum that
 is not finite among others. Differentiated in turn (``create_graph``),
-the function recomputes the standard-only path's graph and differentiates
-that, so that second derivatives are those the tests check.
+the gradients of ``softmax`` and ``log_softmax`` are their closed forms
+in PyTorch's operations on the output, which autograd tracks back through
+the function (so that the rows, as large, need not be kept, as PyTorch's
+own keep the output alone); those of ``logsumexp`` and the loss, and of
+any batch with rows recomputed, recompute the standard-only path's graph
+and differentiate that. Second derivatives are those the tests check.
 
 Under ``torch.compile`` (``traced``), the forward pass is the guarded
 traced kernel and the backward the closed forms, both traced for Inductor
@@ -79,14 +83,22 @@ class _Reverse(torch.autograd.Function):  # type: ignore[misc]
     @staticmethod
     def forward(ctx: Any, x2: Any, target: Any, how: Any, box: Any) -> Any:
         ctx.kind, ctx.ignore, ctx.exact = how
-        ctx.save_for_backward(x2, target, *box)
+        # The gradients of softmax and log_softmax come from their output
+        # alone: the rows, as large, are kept for them only where some are
+        # recomputed.
+        keep = ctx.kind in ("logsumexp", "cross_entropy") or box[-1] is not None
+        ctx.save_for_backward(x2 if keep else None, target, *box)
         return box[0]
 
     @staticmethod
     def backward(ctx: Any, g: Any) -> tuple[Any, None, None, None]:
         x2, target, out, *stats, redo = ctx.saved_tensors
         if torch.is_grad_enabled():
-            # The gradient is differentiated in turn.
+            # The gradient is differentiated in turn: from the output,
+            # which autograd tracks back through this function, or
+            # through the standard-only path's graph.
+            if x2 is None:
+                return _from_output(ctx.kind, out, g), None, None, None
             return _recomputed(ctx.exact, x2, target, g, True), None, None, None
         dx = _slope(ctx.kind, x2, target, ctx.ignore, out, stats, g)
         if redo is not None:
@@ -108,6 +120,15 @@ def _recomputed(
     return dx
 
 
+def _from_output(kind: str, out: Any, g: Any) -> Any:
+    """The gradient of ``softmax`` or ``log_softmax`` given ``g``, in
+    PyTorch's operations on the output ``out``, which can be differentiated
+    again."""
+    if kind == "softmax":
+        return out * (g - (g * out).sum(1, keepdim=True))
+    return g - out.exp() * g.sum(1, keepdim=True)
+
+
 def _slope(
     kind: str,
     x2: Any,
@@ -126,9 +147,9 @@ def _slope(
     the rounding of ``lse`` itself (``|lse|`` ulps, 60 at 700 in float64).
     """
     if kind == "softmax":
-        return torch._softmax_backward_data(g, out, 1, x2.dtype)
+        return torch._softmax_backward_data(g, out, 1, out.dtype)
     if kind == "log_softmax":
-        return torch._log_softmax_backward_data(g, out, 1, x2.dtype)
+        return torch._log_softmax_backward_data(g, out, 1, out.dtype)
     m, low = stats[0], stats[1]
     if ignore is not None:
         # The rows whose target is ignored: a constant loss.
@@ -180,7 +201,10 @@ class _Traced(torch.autograd.Function):  # type: ignore[misc]
     ) -> Any:
         out, aux = guarded(kind, x2, target, ignore, exact)
         ctx.kind, ctx.ignore = kind, ignore
-        ctx.save_for_backward(x2, target, out, aux)
+        # The gradients of softmax and log_softmax need their output
+        # alone: the rows, as large, are not kept for them.
+        rows = x2 if kind in ("logsumexp", "cross_entropy") else None
+        ctx.save_for_backward(rows, target, out, aux)
         return out
 
     @staticmethod
@@ -203,10 +227,11 @@ def pullback(
     the result and the values per row of a ``Guarded``: in the rows of a
     maximum that is not finite, that of the standard-only path traced (the
     share of each ``+inf`` entry for ``logsumexp``, 0 elsewhere, NaN in a
-    row that holds a NaN, whose ``aux`` is NaN)."""
-    xp = _compat.namespace(x2)
-    nan = xp.astype(xp.where(xp.isnan(aux), aux, xp.ones_like(aux)), x2.dtype)
+    row that holds a NaN, whose ``aux`` is NaN). ``x2`` is None for
+    ``softmax`` and ``log_softmax``, whose gradients come from ``out``."""
+    xp = _compat.namespace(aux)
     if kind in ("softmax", "log_softmax"):
+        nan = xp.astype(xp.where(xp.isnan(aux), aux, xp.ones_like(aux)), out.dtype)
         live = (aux > 0)[:, None]
         g = xp.where(live, g, xp.zeros_like(g)) * nan[:, None]
         if kind == "softmax":
@@ -215,6 +240,7 @@ def pullback(
             return gp - p * xp.sum(gp, axis=1, keepdims=True)
         p = xp.where(live, xp.exp(out), xp.zeros_like(out))
         return g - p * xp.sum(g, axis=1, keepdims=True)
+    nan = xp.astype(xp.where(xp.isnan(aux), aux, xp.ones_like(aux)), x2.dtype)
     if kind == "logsumexp":
         p = _traced.logsumexp_shares(xp, x2, out, aux)
         return p * (xp.astype(g, x2.dtype) * nan)[:, None]
