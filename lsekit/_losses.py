@@ -163,6 +163,45 @@ def _blocks(x: Any, i: int) -> tuple[int, list[tuple[tuple[Any, ...], ...]]]:
     ]
 
 
+def _fast_loss(
+    xp: ModuleType,
+    kern: ModuleType,
+    x: Any,
+    t: Any,
+    axis: int,
+    ignore: int | None,
+    w: Any,
+    mask: Any,
+) -> tuple[Any, Any, Any]:
+    """``_impl.per_example``'s ``(loss, counted, weights)`` of class-index
+    targets ``t`` without smoothing, by the kernels ``kern``: they give
+    each example's unweighted loss, and the weights and the mask apply to
+    it as they do to the standard-only path's."""
+    if mask is not None:
+        # A masked example's index may be anything, even out of range: the
+        # kernels see ignore_index there, or class 0 (whose loss is dropped
+        # below) when there is none.
+        fill = 0 if ignore is None else ignore
+        t = xp.where(mask, t, xp.full_like(t, fill))
+    loss, counted = _fast.cross_entropy(kern, x, t, axis, ignore, _exact(ignore))
+    if mask is not None:
+        counted = mask if counted is None else counted & mask
+    weights = None
+    if w is not None:
+        valid = (t >= 0) & (t < x.shape[axis])
+        safe = xp.reshape(xp.where(valid, t, xp.zeros_like(t)), (-1,))
+        weights = xp.take(xp.astype(w, loss.dtype), safe, axis=0)
+        weights = xp.reshape(weights, tuple(t.shape))
+        # A class of weight 0 costs nothing, even where its loss is not
+        # finite.
+        loss = weights * xp.where(weights == 0, 0.0, loss)
+    if counted is not None:
+        loss = xp.where(counted, loss, 0.0)
+        if weights is not None:
+            weights = xp.where(counted, weights, 0.0)
+    return loss, counted, weights
+
+
 def cross_entropy(
     logits: Any,
     target: Any,
@@ -262,6 +301,15 @@ def cross_entropy(
     float32 logits are computed in float64 where the namespace has it, and
     float16 and bfloat16 in float32, so logits up to the dtype's maximum do
     not overflow.
+
+    Class indices without label smoothing take the fast path of
+    :func:`logsumexp` (float32 and float64 on NumPy and eager PyTorch,
+    float32 under JAX with ``jax_enable_x64`` and under ``torch.compile``),
+    with or without ``weight``, ``ignore_index`` and ``where``: the kernels
+    give each example's ``(m - x[y]) + log1p(t)``, and its gradient in
+    closed form, and the weights and the mask apply to that. Label
+    smoothing, probability targets and a ``weight`` of a wider dtype than
+    the logits (which asks for that dtype's accuracy) take the path above.
 
     Examples
     --------
@@ -367,12 +415,14 @@ def cross_entropy(
         return _compat.finalize(xp, loss)
     compensated = _compensate(work, out_dtype)
     kern = None
-    if not probabilities and w is None and not smoothing and mask is None:
+    # A weight of a wider dtype than the logits asks for the loss in that
+    # dtype, beyond what the kernels certify.
+    if not probabilities and not smoothing and out_dtype == x.dtype:
         kern = _fast.kernels(x)
     if kern is not None:
-        found = _fast.cross_entropy(kern, x, t, i, ignore, _exact(ignore))
         with _compat.errstate(xp):
-            loss = _impl.reduce(xp, found[0], found[1], None, reduction, compensated)
+            found = _fast_loss(xp, kern, x, t, i, ignore, w, mask)
+            loss = _impl.reduce(xp, *found, reduction, compensated)
         return _compat.finalize(xp, xp.astype(loss, out_dtype))
     if w is not None:
         w = xp.astype(w, work)

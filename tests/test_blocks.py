@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import importlib
 
+import mpmath
 import numpy as np
 import pytest
 
@@ -127,6 +128,51 @@ def test_cross_entropy(bk, blocked, monkeypatch, dtype):
         assert ulp_error(g, exact, DTYPES[dtype]) <= 4.0, (row, y, g, exact)
 
 
+# Class weights (one of them 0), a mask of examples (a masked one with an
+# index out of range) and an ignored class, on the rows of _data.
+WEIGHTS = np.linspace(0.25, 2.0, NCOLS)
+WEIGHTS[25] = 0.0
+MASKED_TARGET = np.array([0, 25, NCOLS - 1, 3, 33, 10, 99])
+MASK = np.array([True, True, True, False, True, True, False])
+
+
+def _weighted(bk, dtype, ignore, **kwargs):
+    """The loss with ``WEIGHTS``, ``MASK`` and ``ignore``, on ``bk``."""
+    return lambda x: cross_entropy(
+        x,
+        bk.asarray(MASKED_TARGET, "int64"),
+        weight=bk.asarray(WEIGHTS, dtype),
+        where=bk.asarray(MASK, None),
+        ignore_index=ignore,
+        **kwargs,
+    )
+
+
+@pytest.mark.parametrize("dtype", list(DTYPES))
+@pytest.mark.parametrize("ignore", [None, 33])
+def test_weighted_masked_cross_entropy(bk, blocked, monkeypatch, dtype, ignore):
+    """Class weights, a mask of examples and ``ignore_index`` apply to the
+    kernels' loss: a counted example's loss is its class's weight times its
+    exact loss, any other's 0, and the mean divides their sum by the counted
+    weights."""
+    npdt = DTYPES[dtype]
+    counted = MASK & (ignore != MASKED_TARGET)
+    x, got = _run(
+        bk, blocked, monkeypatch, dtype, _weighted(bk, dtype, ignore, reduction="none")
+    )
+    exact = [
+        mpmath.mpf(float(WEIGHTS[y])) * -exact_log_softmax(row)[y] if keep else 0
+        for row, y, keep in zip(x, MASKED_TARGET, counted, strict=True)
+    ]
+    for label, (g, e) in enumerate(zip(got, exact, strict=True)):
+        assert ulp_error(g, e, npdt) <= 4.0, (label, g, e)
+    _, mean = _run(
+        bk, blocked, monkeypatch, dtype, _weighted(bk, dtype, ignore, reduction="mean")
+    )
+    total = mpmath.fsum(WEIGHTS[MASKED_TARGET[counted]].tolist())
+    assert ulp_error(mean, mpmath.fsum(exact) / total, npdt) <= 4.0
+
+
 PUBLIC = {
     "logsumexp": lambda x, y: logsumexp(x, axis=1),
     "log_softmax": lambda x, y: log_softmax(x, axis=1),
@@ -193,6 +239,37 @@ def test_gradient(bk, blocked, monkeypatch, dtype, kind):
 
     x, got = _run(bk, blocked, monkeypatch, dtype, func)
     assert_gradient(kind, x, got, g, target, npdt)
+
+
+@pytest.mark.parametrize("dtype", list(DTYPES))
+def test_weighted_masked_gradient(bk, blocked, monkeypatch, dtype):
+    """Under autograd the weighted, masked loss takes the kernels too: the
+    counted examples' gradients are their weights times the unweighted
+    closed form, the others' 0."""
+    if bk.name != "torch":
+        pytest.skip(f"{bk.name} has no autograd")
+    torch = bk.xp
+    g = np.random.default_rng(4).normal(size=len(MASK))
+
+    def func(x):
+        x.requires_grad_(True)
+        out = _weighted(bk, dtype, 33, reduction="none")(x)
+        assert _by_kernels(out)
+        out.backward(torch.asarray(g, dtype=out.dtype))
+        return x.grad
+
+    x, got = _run(bk, blocked, monkeypatch, dtype, func)
+    counted = MASK & (MASKED_TARGET != 33)
+    assert np.all(got[~counted] == 0.0)
+    scale = g * np.where(counted, WEIGHTS[np.where(counted, MASKED_TARGET, 0)], 0)
+    assert_gradient(
+        "cross_entropy",
+        x[counted],
+        got[counted],
+        scale[counted],
+        MASKED_TARGET[counted],
+        DTYPES[dtype],
+    )
 
 
 @pytest.mark.parametrize("kind", list(PUBLIC))

@@ -30,6 +30,7 @@ import pytest
 
 import backends
 from lsekit import cross_entropy, log_softmax, logsumexp, softmax
+from lsekit._compat import namespace
 from lsekit._fast import _traced
 from tests.families import FAMILIES, rows
 from tests.support import (
@@ -184,6 +185,13 @@ def _batches() -> list[Batch]:
         for name, pick in (("max", np.argmax), ("min", np.argmin)):
             target = np.array([int(pick(row)) for _, row in members])
             batches.append(Batch([f"{la} target {name}" for la in labels], x, target))
+        # Every third entry masked with -inf but each row's maximum, as an
+        # attention mask or a restricted vocabulary does.
+        top = np.argmax(x, axis=1)
+        masked = np.where(np.arange(x.shape[1]) % 3 == 2, -np.inf, x).astype(F32)
+        masked[np.arange(len(x)), top] = x[np.arange(len(x)), top]
+        labels = [f"{la} masked target max" for la in labels]
+        batches.append(Batch(labels, masked, top))
     return batches
 
 
@@ -290,11 +298,36 @@ PUBLIC: dict[str, Callable[..., Any]] = {
     "log_softmax": lambda x: log_softmax(x, axis=1),
     "softmax": lambda x: softmax(x, axis=1),
     "cross_entropy": lambda x, target: cross_entropy(x, target, reduction="none"),
-    # Not among KINDS: for the gradient with ignored targets alone.
+    # Not among KINDS: for the losses with ignored targets, class weights
+    # and masked examples alone.
     "cross_entropy_ignoring": lambda x, target: cross_entropy(
         x, target, reduction="none", ignore_index=-100
     ),
+    "cross_entropy_weighted": lambda x, target: cross_entropy(
+        x,
+        target,
+        reduction="none",
+        ignore_index=-100,
+        weight=_class_weights(x),
+        where=target % 4 != 1,
+    ),
 }
+
+
+def _class_weights(x: Any) -> Any:
+    """0.5, 1.5, 2.5, 0.5, ... by class: ``x``'s, in its library and dtype,
+    made within the compiled function (by lsekit's lookup of ``x``'s
+    namespace, which ``torch.compile`` traces without a warning)."""
+    xp = namespace(x)
+    return xp.astype(xp.arange(x.shape[1]) % 3, x.dtype) + 0.5
+
+
+def _weighted(x: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The examples that ``"cross_entropy_weighted"`` counts, and the weight
+    of each one's class (0 for the others)."""
+    counted = (target % 4 != 1) & (target != -100)
+    w = (0.5 + np.arange(x.shape[1]) % 3)[np.where(counted, target, 0)]
+    return counted, np.where(counted, w, 0.0)
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -313,6 +346,21 @@ def test_public(compiler, kind):
     # logsumexp near 0 is not certified.
     if kind == "logsumexp":
         assert fallbacks > 0
+
+
+def test_public_weighted(compiler):
+    """Class weights, a mask of examples and ``ignore_index`` on the
+    compiled loss: each counted example's loss is its class's weight times
+    its loss, within the loss's bound; the others' are 0."""
+    for batch in BATCHES:
+        got = compiler.run(PUBLIC["cross_entropy_weighted"], batch.x, batch.target)
+        counted, w = _weighted(batch.x, batch.target)
+        assert np.all(got[~counted] == 0.0)
+        for i in np.flatnonzero(counted):
+            row, y = batch.x[i], int(batch.target[i])
+            exact = mpmath.mpf(float(w[i])) * _exact("cross_entropy", row, y)[0]
+            worst = _error(compiler, "cross_entropy", got[i], exact, row)
+            assert worst <= BOUND["cross_entropy"], (batch.labels[i], worst)
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -391,6 +439,22 @@ def test_gradient_with_ignored_targets(compiler):
     assert np.all(got[ignored] == 0.0)
     kept = ~ignored
     assert_gradient("cross_entropy", x[kept], got[kept], g[kept], target[kept], F32)
+
+
+def test_gradient_weighted(compiler):
+    """With class weights, a mask and ``ignore_index``, each counted row's
+    gradient is its weight times the unweighted one, which holds against
+    mpmath; the others have none."""
+    x, target = _gradient_rows()
+    target[4] = -100
+    g = np.random.default_rng(8).normal(size=len(x)).astype(F32)
+    got = compiler.pull("cross_entropy_weighted", x, g, target)
+    counted, w = _weighted(x, target)
+    assert np.all(got[~counted] == 0.0)
+    scale = (g * w)[counted]
+    assert_gradient(
+        "cross_entropy", x[counted], got[counted], scale, target[counted], F32
+    )
 
 
 @pytest.mark.parametrize("kind", ["logsumexp", "cross_entropy"])

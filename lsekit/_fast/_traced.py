@@ -68,7 +68,10 @@ def terms(xp: ModuleType, x2: Any, m: Any) -> tuple[Any, Any]:
     back = d - x2
     r = (x2 - (d - back)) + (-m - back)
     e = xp.exp(d)
-    return d, e + e * r
+    # A -inf entry makes r NaN (-inf - -inf); its term, 0, needs no
+    # correction. (Replacing it in x before the shift costs Inductor's loop
+    # twice as much.)
+    return d, xp.where(e > 0, e + e * r, e)
 
 
 Rest = Callable[[ModuleType, Any, Any], tuple[Any, Any]]
