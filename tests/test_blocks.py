@@ -58,25 +58,27 @@ def blocked(request, bk, monkeypatch):
     if bk.name not in BLOCKED:
         pytest.skip(f"{bk.name} has no blocked kernels")
     module = importlib.import_module(BLOCKED[bk.name])
-    calls = []
+    calls, floors = [], []
 
-    def exp_into(x, out):
+    def exp_into(x, out, floor):
         calls.append(tuple(x.shape))
-        return original(x, out)
+        floors.append(floor)
+        return original(x, out, floor)
 
     original = module.exp_into
     monkeypatch.setattr(module, "exp_into", exp_into)
-    return module, WIDTHS[request.param], calls
+    return module, WIDTHS[request.param], calls, floors
 
 
-def _run(bk, blocked, monkeypatch, dtype, func, *args, **kwargs):
-    """``(x, func(x, ...))`` on the test array, with the blocks of
-    ``blocked``, which must have run: each call's block within the width,
-    and for a row longer than a block, slices of it and of its remainder."""
-    module, width, calls = blocked
+def _run(bk, blocked, monkeypatch, dtype, func, *args, data=_data, **kwargs):
+    """``(x, func(x, ...))`` on the test array (``data(dtype)``), with the
+    blocks of ``blocked``, which must have run: each call's block within
+    the width, and for a row longer than a block, slices of it and of its
+    remainder."""
+    module, width, calls, _ = blocked
     npdt = DTYPES[dtype]
     monkeypatch.setattr(module, "BLOCK_BYTES", width * np.dtype(npdt).itemsize)
-    x = _data(npdt)
+    x = data(npdt)
     got = bk.to_numpy(func(bk.asarray(x, dtype), *args, **kwargs))
     assert calls, "the blocked kernels did not run"
     assert max(r * c for r, c in calls) <= max(width, NCOLS)
@@ -126,6 +128,91 @@ def test_cross_entropy(bk, blocked, monkeypatch, dtype):
     for row, y, g in zip(x, target, got, strict=True):
         exact = -exact_log_softmax(row)[y]
         assert ulp_error(g, exact, DTYPES[dtype]) <= 4.0, (row, y, g, exact)
+
+
+LOW = {np.float32: (-200.0, -95.0, -86.9), np.float64: (-800.0, -720.0, -707.9)}
+
+
+def _far_below(dtype: type, masked: bool = True) -> np.ndarray:
+    """The rows of ``_data`` with entries far below their maxima, within
+    the first slice of each: ``-inf`` (a mask) and one whose exp underflows
+    to 0 if ``masked``, otherwise two whose exp is subnormal; one more of
+    those, and one just above the kernels' FLOOR; and a last row entirely
+    below it, as the log-probabilities of a long sequence are."""
+    x = _data(dtype)
+    x[:, 11:14] = LOW[dtype]
+    if masked:
+        x[:, 10] = -np.inf
+    else:
+        x[:, 10:12] = LOW[dtype][1]
+    last = x[-1:] - (1000.0 if dtype == np.float32 else 2000.0)
+    return np.concatenate([x, last]).astype(dtype)
+
+
+def _floored(blocked, x: np.ndarray) -> bool:
+    """Whether the kernels raise the entries of ``x`` to FLOOR, by its first
+    block's smallest entry."""
+    module, width = blocked[:2]
+    first = x[: max(1, width // x.shape[1]), :width]
+    return module.floored(float(first.min()), 8 * x.dtype.itemsize)
+
+
+@pytest.mark.parametrize("masked", [True, False], ids=["masked", "subnormal"])
+@pytest.mark.parametrize("dtype", list(DTYPES))
+@pytest.mark.parametrize("kind", ["logsumexp", "log_softmax", "softmax"])
+def test_entries_far_below_the_maximum(bk, blocked, monkeypatch, dtype, kind, masked):
+    """Entries whose exp is not a normal number are raised to the kernels'
+    FLOOR before exp where the library's exp is slow on them (``floored``),
+    but for softmax, which writes those exponentials out; the results hold
+    against mpmath, the row below FLOOR included (the path above recomputes
+    it)."""
+    npdt = DTYPES[dtype]
+    func = {"logsumexp": logsumexp, "log_softmax": log_softmax, "softmax": softmax}
+    x, got = _run(
+        bk,
+        blocked,
+        monkeypatch,
+        dtype,
+        func[kind],
+        axis=1,
+        data=lambda d: _far_below(d, masked),
+    )
+    floored = kind != "softmax" and _floored(blocked, x)
+    assert {f is not None for f in blocked[3]} == {floored}
+    for row, g in zip(x, got, strict=True):
+        if kind == "logsumexp":
+            assert ulp_error(g, exact_logsumexp(row), npdt) <= 1.0, row
+            continue
+        exact = exact_log_softmax(row) if kind == "log_softmax" else exact_softmax(row)
+        for v, e in zip(g, exact, strict=True):
+            if kind == "softmax" and e < np.finfo(npdt).smallest_normal:
+                continue
+            assert ulp_error(v, e, npdt) <= 4.0, (row, v, e)
+
+
+@pytest.mark.parametrize("masked", [True, False], ids=["masked", "subnormal"])
+@pytest.mark.parametrize("dtype", list(DTYPES))
+def test_loss_with_entries_far_below_the_maximum(
+    bk, blocked, monkeypatch, dtype, masked
+):
+    """The loss of those rows, targets among the low entries included."""
+    npdt = DTYPES[dtype]
+    target = np.array([0, 12, 13, 3, 33, 11, 49, 5])
+    x, got = _run(
+        bk,
+        blocked,
+        monkeypatch,
+        dtype,
+        cross_entropy,
+        bk.asarray(target, "int64"),
+        reduction="none",
+        data=lambda d: _far_below(d, masked),
+    )
+    floored = _floored(blocked, x)
+    assert {f is not None for f in blocked[3]} == {floored}
+    for row, y, g in zip(x, target, got, strict=True):
+        exact = -exact_log_softmax(row)[y]
+        assert ulp_error(g, exact, npdt) <= 4.0, (row, y, g, exact)
 
 
 # Class weights (one of them 0), a mask of examples (a masked one with an

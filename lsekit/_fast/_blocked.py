@@ -53,6 +53,17 @@ def _rows(ops: ModuleType, x2: Any, kind: str) -> tuple[Any, Any, Any, Any]:
     shape = (min(step_r, nrows), step_c)
     e_buf = ops.empty(shape, x2)
     whole = step_c == n
+    # Entries whose exp is not a normal number (a mask's -inf, the
+    # log-probabilities far below a row's maximum) can cost exp many times a
+    # normal one: where the first block's smallest entry says so
+    # (ops.floored), every block's entries are raised to FLOOR first, for a
+    # pass of its own. softmax writes those exponentials out, and keeps
+    # them.
+    floor = None
+    if kind != "softmax":
+        below = ops.minimum(_block(x2, 0, min(nrows, step_r), 0, step_c))
+        if ops.floored(below, ops.bits(x2)):
+            floor = _bounds.FLOOR[ops.bits(x2)]
     for r0 in range(0, nrows, step_r):
         r1 = min(nrows, r0 + step_r)
         # The maxima of a block of whole rows are taken while it is in
@@ -64,7 +75,9 @@ def _rows(ops: ModuleType, x2: Any, kind: str) -> tuple[Any, Any, Any, Any]:
         for c0 in range(0, n, step_c):
             c1 = min(n, c0 + step_c)
             e = ops.exp_into(
-                _block(x2, r0, r1, c0, c1), _block(e_buf, 0, r1 - r0, 0, c1 - c0)
+                _block(x2, r0, r1, c0, c1),
+                _block(e_buf, 0, r1 - r0, 0, c1 - c0),
+                floor,
             )
             # One maximum per row leaves the sum: its share is exactly 1
             # after the division, and adding it would round away the terms
@@ -96,7 +109,9 @@ def _rows(ops: ModuleType, x2: Any, kind: str) -> tuple[Any, Any, Any, Any]:
             for c0 in range(0, n, step_c):
                 c1 = min(n, c0 + step_c)
                 x = x2[r0:r1, c0:c1]
-                e = ops.exp_into(x, e_buf[:, : c1 - c0])
+                e = None
+                if kind == "softmax":
+                    e = ops.exp_into(x, e_buf[:, : c1 - c0], None)
                 _finish(ops, out[r0:r1, c0:c1], x, e, m_b, scale, t, kind)
     if top is not None:
         s -= top
