@@ -37,6 +37,13 @@ from lsekit._bench import timing
 
 FUNCTIONS = ("logsumexp", "softmax", "log_softmax", "cross_entropy")
 BACKENDS = ("torch", "torch_compile", "jax")
+# lsekit's side, the same on every backend.
+OURS = {
+    "logsumexp": lambda x, y: lsekit.logsumexp(x, axis=1),
+    "softmax": lambda x, y: lsekit.softmax(x, axis=1),
+    "log_softmax": lambda x, y: lsekit.log_softmax(x, axis=1),
+    "cross_entropy": lambda x, y: lsekit.cross_entropy(x, y),
+}
 
 
 def _logits(shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -55,19 +62,13 @@ def _torch(compiled: bool) -> tuple[Callable[..., Any], dict[str, Any], Any]:
     import torch
     import torch.nn.functional as F
 
-    ours = {
-        "logsumexp": lambda x, y: lsekit.logsumexp(x, axis=1),
-        "softmax": lambda x, y: lsekit.softmax(x, axis=1),
-        "log_softmax": lambda x, y: lsekit.log_softmax(x, axis=1),
-        "cross_entropy": lambda x, y: lsekit.cross_entropy(x, y),
-    }
     peers = {
         "logsumexp": lambda x, y: torch.logsumexp(x, 1),
         "softmax": lambda x, y: F.softmax(x, 1),
         "log_softmax": lambda x, y: F.log_softmax(x, 1),
         "cross_entropy": lambda x, y: F.cross_entropy(x, y),
     }
-    pairs = {k: (ours[k], peers[k]) for k in FUNCTIONS}
+    pairs = {k: (OURS[k], peers[k]) for k in FUNCTIONS}
     if compiled:
         pairs = {
             k: tuple(torch.compile(f, dynamic=False) for f in pair)
@@ -87,19 +88,13 @@ def _jax() -> tuple[Callable[..., Any], dict[str, Any], Any]:
         logp = jax.nn.log_softmax(x, axis=1)
         return -jnp.mean(jnp.take_along_axis(logp, y[:, None], axis=1))
 
-    ours = {
-        "logsumexp": lambda x, y: lsekit.logsumexp(x, axis=1),
-        "softmax": lambda x, y: lsekit.softmax(x, axis=1),
-        "log_softmax": lambda x, y: lsekit.log_softmax(x, axis=1),
-        "cross_entropy": lambda x, y: lsekit.cross_entropy(x, y),
-    }
     peers = {
         "logsumexp": lambda x, y: jax.nn.logsumexp(x, axis=1),
         "softmax": lambda x, y: jax.nn.softmax(x, axis=1),
         "log_softmax": lambda x, y: jax.nn.log_softmax(x, axis=1),
         "cross_entropy": optax_style,
     }
-    pairs = {k: (jax.jit(ours[k]), jax.jit(peers[k])) for k in FUNCTIONS}
+    pairs = {k: (jax.jit(OURS[k]), jax.jit(peers[k])) for k in FUNCTIONS}
     return jnp.asarray, pairs, jax.block_until_ready
 
 

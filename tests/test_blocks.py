@@ -11,6 +11,7 @@ maximum, and one term dominating the sum.
 
 from __future__ import annotations
 
+import functools
 import importlib
 
 import mpmath
@@ -113,9 +114,9 @@ def test_softmax(bk, blocked, monkeypatch, dtype):
             assert ulp_error(v, e, npdt) <= 4.0, (row, v, e)
 
 
-@pytest.mark.parametrize("dtype", list(DTYPES))
-def test_cross_entropy(bk, blocked, monkeypatch, dtype):
-    target = np.array([0, 25, NCOLS - 1, 3, 33, 10, 49])
+def _check_loss(bk, blocked, monkeypatch, dtype, target, data=_data):
+    """Each example's loss of the rows ``data(dtype)`` and class indices
+    ``target`` against mpmath; the rows."""
     x, got = _run(
         bk,
         blocked,
@@ -124,10 +125,18 @@ def test_cross_entropy(bk, blocked, monkeypatch, dtype):
         cross_entropy,
         bk.asarray(target, "int64"),
         reduction="none",
+        data=data,
     )
     for row, y, g in zip(x, target, got, strict=True):
         exact = -exact_log_softmax(row)[y]
         assert ulp_error(g, exact, DTYPES[dtype]) <= 4.0, (row, y, g, exact)
+    return x
+
+
+@pytest.mark.parametrize("dtype", list(DTYPES))
+def test_cross_entropy(bk, blocked, monkeypatch, dtype):
+    target = np.array([0, 25, NCOLS - 1, 3, 33, 10, 49])
+    _check_loss(bk, blocked, monkeypatch, dtype, target)
 
 
 LOW = {np.float32: (-200.0, -95.0, -86.9), np.float64: (-800.0, -720.0, -707.9)}
@@ -196,23 +205,10 @@ def test_loss_with_entries_far_below_the_maximum(
     bk, blocked, monkeypatch, dtype, masked
 ):
     """The loss of those rows, targets among the low entries included."""
-    npdt = DTYPES[dtype]
     target = np.array([0, 12, 13, 3, 33, 11, 49, 5])
-    x, got = _run(
-        bk,
-        blocked,
-        monkeypatch,
-        dtype,
-        cross_entropy,
-        bk.asarray(target, "int64"),
-        reduction="none",
-        data=lambda d: _far_below(d, masked),
-    )
-    floored = _floored(blocked, x)
-    assert {f is not None for f in blocked[3]} == {floored}
-    for row, y, g in zip(x, target, got, strict=True):
-        exact = -exact_log_softmax(row)[y]
-        assert ulp_error(g, exact, npdt) <= 4.0, (row, y, g, exact)
+    data = functools.partial(_far_below, masked=masked)
+    x = _check_loss(bk, blocked, monkeypatch, dtype, target, data)
+    assert {f is not None for f in blocked[3]} == {_floored(blocked, x)}
 
 
 # Class weights (one of them 0), a mask of examples (a masked one with an
