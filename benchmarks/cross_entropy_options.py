@@ -7,7 +7,7 @@ training step (the logits require a gradient; the loss is propagated
 back)::
 
     python benchmarks/cross_entropy_options.py [--shapes 64x600,512x8192]
-        [--repeats 7] [--quick]
+        [--repeats 7] [--compiled] [--quick]
 
 One markdown table: for each shape, option and mode, lsekit's median time,
 ``F.cross_entropy``'s with the same option, and the ratio. The options:
@@ -19,9 +19,12 @@ One markdown table: for each shape, option and mode, lsekit's median time,
 - ``ignore_index``: one example in ten has the ignored class;
 - ``label_smoothing``: 0.1.
 
+``--compiled``: both sides under ``torch.compile(dynamic=False)`` (the
+training step: the forward pass compiled, its backward by AOTAutograd).
 Runs alternate lsekit and PyTorch on the same input, after one warm-up call
-of each, and report the median of the repeats (the protocol of
-``lsekit._bench.timing``). ``--quick``: the first shape, 3 repeats.
+of each (which compiles them), and report the median of the repeats (the
+protocol of ``lsekit._bench.timing``). ``--quick``: the first shape, 3
+repeats.
 """
 
 from __future__ import annotations
@@ -86,7 +89,9 @@ def _step(loss: Callable[..., Any], x: Any) -> Callable[[], None]:
     return step
 
 
-def _row(shape: tuple[int, int], option: str, mode: str, repeats: int) -> str:
+def _row(
+    shape: tuple[int, int], option: str, mode: str, repeats: int, compiled: bool
+) -> str:
     gen = torch.Generator().manual_seed(0)
     n, c = shape
     x = torch.randn(shape, generator=gen) * 3.0
@@ -94,6 +99,8 @@ def _row(shape: tuple[int, int], option: str, mode: str, repeats: int) -> str:
     w = torch.rand(c, generator=gen) + 0.5
     mask = torch.rand(n, generator=gen) >= 0.1
     ours, peer = _calls(option, x, y, w, mask)
+    if compiled:
+        ours, peer = (torch.compile(f, dynamic=False) for f in (ours, peer))
     torch.testing.assert_close(ours(x), peer(x), rtol=1e-4, atol=1e-5)
     if mode == "call":
         calls = [lambda: ours(x), lambda: peer(x)]
@@ -106,8 +113,9 @@ def _row(shape: tuple[int, int], option: str, mode: str, repeats: int) -> str:
     times = timing.alternate(calls, repeats, inner)
     a, b = (timing.median(t) for t in times)
     size = f"{n}x{c}"
+    how = f"compiled {mode}" if compiled else mode
     return (
-        f"| {size} | {option} | {mode} | {a * 1e3:.3f} | {b * 1e3:.3f} "
+        f"| {size} | {option} | {how} | {a * 1e3:.3f} | {b * 1e3:.3f} "
         f"| {timing.ratio(a, b):.2f} |"
     )
 
@@ -117,6 +125,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--shapes", default="64x600,512x8192")
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument(
+        "--compiled",
+        action="store_true",
+        help="both sides under torch.compile(dynamic=False)",
+    )
     args = parser.parse_args(argv)
     shapes = [tuple(int(v) for v in s.split("x")) for s in args.shapes.split(",") if s]
     repeats = args.repeats
@@ -132,7 +145,8 @@ def main(argv: list[str] | None = None) -> None:
     for shape in shapes:
         for option in OPTIONS:
             for mode in MODES:
-                print(_row(shape, option, mode, repeats), flush=True)
+                row = _row(shape, option, mode, repeats, args.compiled)
+                print(row, flush=True)
 
 
 if __name__ == "__main__":

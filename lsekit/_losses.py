@@ -6,6 +6,7 @@ hands the arrays to the standard-only code in ``_core.losses``.
 
 from __future__ import annotations
 
+import fractions
 import math
 import operator
 from collections.abc import Callable
@@ -99,22 +100,29 @@ def _check_indices(
 _BLOCK = 1 << 18
 
 
-# One function per ignore_index, which JAX's kernels key their compiled
-# guards on: in a plain dict, since Dynamo warns about functools.cache
-# whenever it traces a call.
-_EXACT: dict[int | None, Callable[[Any, Any], Any]] = {}
+# One function per ignore_index and smoothing, which JAX's kernels key
+# their compiled guards on: in a plain dict, since Dynamo warns about
+# functools.cache whenever it traces a call.
+_EXACT: dict[tuple[int | None, float], Callable[[Any, Any], Any]] = {}
 
 
-def _exact(ignore: int | None) -> Callable[[Any, Any], Any]:
+def _exact(ignore: int | None, smoothing: float) -> Callable[[Any, Any], Any]:
     """The standard-only loss of 2-D rows of logits (classes along the last
-    axis) and their class indices, in float64: for the rows that a fast
-    path does not certify."""
-    if ignore not in _EXACT:
-        _EXACT[ignore] = _exact_loss(ignore)
-    return _EXACT[ignore]
+    axis) and their class indices, smoothed by ``smoothing``, in float64:
+    for the rows that a fast path does not certify."""
+    key = (ignore, smoothing)
+    if key not in _EXACT:
+        _EXACT[key] = _exact_loss(ignore, smoothing)
+    return _EXACT[key]
 
 
-def _exact_loss(ignore: int | None) -> Callable[[Any, Any], Any]:
+def _exact_loss(ignore: int | None, smoothing: float) -> Callable[[Any, Any], Any]:
+    # The smoothing as a ratio of integers, divided where it is used: under
+    # torch.compile a float that the function closes over becomes an input
+    # of the torch.cond branch that calls it, which torch.cond refuses; it
+    # takes integers.
+    ratio = fractions.Fraction(smoothing)
+    num, den = ratio.numerator, ratio.denominator
 
     def exact(rows: Any, target: Any) -> Any:
         xp = _compat.namespace(rows)
@@ -129,7 +137,7 @@ def _exact_loss(ignore: int | None) -> Callable[[Any, Any], Any]:
                 weight=None,
                 ignore_index=ignore,
                 where=None,
-                smoothing=0.0,
+                smoothing=num / den,
                 compensated=_compensate(work, rows.dtype),
             )[0]
         return xp.astype(loss, xp.float64)
@@ -172,18 +180,21 @@ def _fast_loss(
     ignore: int | None,
     w: Any,
     mask: Any,
+    smoothing: float,
 ) -> tuple[Any, Any, Any]:
     """``_impl.per_example``'s ``(loss, counted, weights)`` of class-index
-    targets ``t`` without smoothing, by the kernels ``kern``: they give
-    each example's unweighted loss, and the weights and the mask apply to
-    it as they do to the standard-only path's."""
+    targets ``t``, by the kernels ``kern``: they give each example's
+    unweighted loss (smoothed by ``smoothing``; weighted smoothing is not
+    theirs), and the weights and the mask apply to it as they do to the
+    standard-only path's."""
     if mask is not None:
         # A masked example's index may be anything, even out of range: the
         # kernels see ignore_index there, or class 0 (whose loss is dropped
         # below) when there is none.
         fill = 0 if ignore is None else ignore
         t = xp.where(mask, t, xp.full_like(t, fill))
-    loss, counted = _fast.cross_entropy(kern, x, t, axis, ignore, _exact(ignore))
+    exact = _exact(ignore, smoothing)
+    loss, counted = _fast.cross_entropy(kern, x, t, axis, ignore, smoothing, exact)
     if mask is not None:
         counted = mask if counted is None else counted & mask
     weights = None
@@ -302,14 +313,17 @@ def cross_entropy(
     float16 and bfloat16 in float32, so logits up to the dtype's maximum do
     not overflow.
 
-    Class indices without label smoothing take the fast path of
-    :func:`logsumexp` (float32 and float64 on NumPy and eager PyTorch,
-    float32 under JAX with ``jax_enable_x64`` and under ``torch.compile``),
-    with or without ``weight``, ``ignore_index`` and ``where``: the kernels
-    give each example's ``(m - x[y]) + log1p(t)``, and its gradient in
-    closed form, and the weights and the mask apply to that. Label
-    smoothing, probability targets and a ``weight`` of a wider dtype than
-    the logits (which asks for that dtype's accuracy) take the path above.
+    Class indices take the fast path of :func:`logsumexp` (float32 and
+    float64 on NumPy and eager PyTorch, float32 under JAX with
+    ``jax_enable_x64`` and under ``torch.compile``), with or without
+    ``weight``, ``ignore_index`` and ``where``: the kernels give each
+    example's ``(m - x[y]) + log1p(t)``, and its gradient in closed form,
+    and the weights and the mask apply to that. With label smoothing
+    ``eps`` they give ``(1 - eps) (m - x[y]) + log1p(t) + eps / C sum_c (m
+    - x[c])``, three non-negative terms, for float32 logits without class
+    weights. Probability targets, smoothing otherwise, and a ``weight`` of
+    a wider dtype than the logits (which asks for that dtype's accuracy)
+    take the path above.
 
     Examples
     --------
@@ -416,12 +430,15 @@ def cross_entropy(
     compensated = _compensate(work, out_dtype)
     kern = None
     # A weight of a wider dtype than the logits asks for the loss in that
-    # dtype, beyond what the kernels certify.
-    if not probabilities and not smoothing and out_dtype == x.dtype:
+    # dtype, beyond what the kernels certify. The kernels smooth float32's
+    # target, without class weights: float64's sum over the classes would
+    # leave no digits to spare.
+    smoothed = not smoothing or (w is None and x.dtype == xp.float32)
+    if not probabilities and smoothed and out_dtype == x.dtype:
         kern = _fast.kernels(x)
     if kern is not None:
         with _compat.errstate(xp):
-            found = _fast_loss(xp, kern, x, t, i, ignore, w, mask)
+            found = _fast_loss(xp, kern, x, t, i, ignore, w, mask, smoothing)
             loss = _impl.reduce(xp, *found, reduction, compensated)
         return _compat.finalize(xp, xp.astype(loss, out_dtype))
     if w is not None:

@@ -211,6 +211,75 @@ def test_loss_with_entries_far_below_the_maximum(
     assert {f is not None for f in blocked[3]} == {_floored(blocked, x)}
 
 
+SMOOTHING = 0.2
+
+
+def _smoothed_exact(row: np.ndarray, y: int) -> mpmath.mpf:
+    """The loss of class ``y`` smoothed by ``SMOOTHING``, exactly."""
+    logp = exact_log_softmax(row.astype(np.float64))
+    own = (1 - mpmath.mpf(SMOOTHING)) * -logp[y]
+    return own - mpmath.mpf(SMOOTHING) / len(row) * mpmath.fsum(logp)
+
+
+def _smoothed_data(dtype: type) -> np.ndarray:
+    """The rows of ``_data``, one with a ``-inf`` entry (an infinite loss,
+    which the standard-only path gives) and one of logits far from 0 and
+    close together (whose sum over the classes leaves too few digits):
+    both recomputed."""
+    x = _data(dtype)
+    x[2, 7] = -np.inf
+    x[5] = 1e30 + x[5] * 1e23
+    return x.astype(dtype)
+
+
+@pytest.mark.parametrize("ignore", [None, 33])
+def test_smoothed_cross_entropy(bk, blocked, monkeypatch, ignore):
+    """float32 logits with label smoothing take the kernels, and hold
+    against mpmath; an ignored example's loss is 0."""
+    target = np.array([0, 25, NCOLS - 1, 3, 33, 10, 49])
+    x, got = _run(
+        bk,
+        blocked,
+        monkeypatch,
+        "float32",
+        cross_entropy,
+        bk.asarray(target, "int64"),
+        reduction="none",
+        label_smoothing=SMOOTHING,
+        ignore_index=ignore,
+        data=_smoothed_data,
+    )
+    for row, y, g in zip(x, target, got, strict=True):
+        exact = 0 if y == ignore else _smoothed_exact(row, y)
+        assert ulp_error(g, exact, np.float32) <= 4.0, (row, y, g, exact)
+
+
+def test_smoothed_gradient(bk, blocked, monkeypatch):
+    """Under autograd the smoothed loss takes the kernels, and its gradient
+    is ``p - (1 - eps) onehot - eps / C``."""
+    if bk.name != "torch":
+        pytest.skip(f"{bk.name} has no autograd")
+    torch = bk.xp
+    target = np.array([0, 25, NCOLS - 1, 3, 33, 10, 49])
+    g = np.random.default_rng(9).normal(size=len(target))
+
+    def func(x):
+        x.requires_grad_(True)
+        y = torch.asarray(target)
+        out = cross_entropy(x, y, reduction="none", label_smoothing=SMOOTHING)
+        assert _by_kernels(out)
+        out.backward(torch.asarray(g, dtype=out.dtype))
+        return x.grad
+
+    x, got = _run(bk, blocked, monkeypatch, "float32", func)
+    for i, row in enumerate(x.astype(np.float64)):
+        p = np.array([float(q) for q in exact_softmax(row)])
+        want = g[i] * (p - SMOOTHING / NCOLS)
+        want[target[i]] -= g[i] * (1 - SMOOTHING)
+        scale = abs(g[i]) * (p + 1.0 / NCOLS)
+        assert np.all(np.abs(got[i] - want) <= 64 * 2.0**-24 * scale + 1e-30), i
+
+
 # Class weights (one of them 0), a mask of examples (a masked one with an
 # index out of range) and an ignored class, on the rows of _data.
 WEIGHTS = np.linspace(0.25, 2.0, NCOLS)

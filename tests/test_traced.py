@@ -303,6 +303,9 @@ PUBLIC: dict[str, Callable[..., Any]] = {
     "cross_entropy_ignoring": lambda x, target: cross_entropy(
         x, target, reduction="none", ignore_index=-100
     ),
+    "cross_entropy_smoothed": lambda x, target: cross_entropy(
+        x, target, reduction="none", ignore_index=-100, label_smoothing=SMOOTHING
+    ),
     "cross_entropy_weighted": lambda x, target: cross_entropy(
         x,
         target,
@@ -312,6 +315,16 @@ PUBLIC: dict[str, Callable[..., Any]] = {
         where=target % 4 != 1,
     ),
 }
+
+
+SMOOTHING = 0.2
+
+
+def _smoothed(row: np.ndarray, y: int) -> mpmath.mpf:
+    """The loss of class ``y`` smoothed by ``SMOOTHING``, exactly."""
+    logp = exact_log_softmax(row.astype(np.float64))
+    own = (1 - mpmath.mpf(SMOOTHING)) * -logp[y]
+    return own - mpmath.mpf(SMOOTHING) / len(row) * mpmath.fsum(logp)
 
 
 def _class_weights(x: Any) -> Any:
@@ -359,6 +372,17 @@ def test_public_weighted(compiler):
         for i in np.flatnonzero(counted):
             row, y = batch.x[i], int(batch.target[i])
             exact = mpmath.mpf(float(w[i])) * _exact("cross_entropy", row, y)[0]
+            worst = _error(compiler, "cross_entropy", got[i], exact, row)
+            assert worst <= BOUND["cross_entropy"], (batch.labels[i], worst)
+
+
+def test_public_smoothed(compiler):
+    """Label smoothing on the compiled loss, within the loss's bound on
+    every row (a row with a ``-inf`` entry has an infinite loss)."""
+    for batch in BATCHES:
+        got = compiler.run(PUBLIC["cross_entropy_smoothed"], batch.x, batch.target)
+        for i, row in enumerate(batch.x):
+            exact = _smoothed(row, int(batch.target[i]))
             worst = _error(compiler, "cross_entropy", got[i], exact, row)
             assert worst <= BOUND["cross_entropy"], (batch.labels[i], worst)
 
@@ -455,6 +479,24 @@ def test_gradient_weighted(compiler):
     assert_gradient(
         "cross_entropy", x[counted], got[counted], scale, target[counted], F32
     )
+
+
+def test_gradient_smoothed(compiler):
+    """With label smoothing, each counted row's gradient is ``p - (1 - eps)
+    onehot - eps / C`` (against mpmath); an ignored row has none."""
+    x, target = _gradient_rows()
+    x[5, 9] = 0.0  # a -inf entry's loss is infinite
+    target[4] = -100
+    g = np.random.default_rng(10).normal(size=len(x)).astype(F32)
+    got = compiler.pull("cross_entropy_smoothed", x, g, target)
+    assert np.all(got[4] == 0.0)
+    n = x.shape[1]
+    for i in (0, 1, 2, 3, 5):
+        p = np.array([float(q) for q in exact_softmax(x[i].astype(np.float64))])
+        want = float(g[i]) * (p - SMOOTHING / n)
+        want[target[i]] -= float(g[i]) * (1 - SMOOTHING)
+        scale = abs(float(g[i])) * (p + 1.0 / n)
+        assert np.all(np.abs(got[i] - want) <= 64 * 2.0**-24 * scale + 1e-30), i
 
 
 @pytest.mark.parametrize("kind", ["logsumexp", "cross_entropy"])

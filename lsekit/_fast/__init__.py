@@ -2,7 +2,7 @@
 
 Each module has ``accepts(x)``, ``eligible(x)``, ``transpose(x, perm)``,
 ``as_rows(x, n)``, ``logsumexp(x2, exact)``, ``normalised(x2, kind,
-exact)``, ``cross_entropy(x2, target, ignore, exact)``, ``sign(out)`` and
+exact)``, ``cross_entropy(x2, target, ignore, smoothing, exact)``, ``sign(out)`` and
 ``cast(x, dtype)``: the kernels of ``logsumexp``, ``log_softmax``,
 ``softmax`` and the class-index ``cross_entropy`` over the rows of a 2-D
 float array, which take the exponentials in its dtype and sum them in
@@ -128,17 +128,18 @@ def cross_entropy(
     target: Any,
     axis: int,
     ignore: int | None,
+    smoothing: float,
     exact: Callable[[Any, Any], Any],
 ) -> tuple[Any, Any]:
     """Each example's cross-entropy (class indices ``target``, classes along
-    ``axis``) in float64, of the examples' shape, and the mask of those
-    counted (None: all). ``exact(rows, target)`` is the standard-only loss
-    of 2-D rows, in float64.
+    ``axis``, smoothed by ``smoothing``) in float64, of the examples'
+    shape, and the mask of those counted (None: all). ``exact(rows,
+    target)`` is the standard-only loss of 2-D rows, in float64.
     """
     perm, shape, nkept = _layout(x, (axis,))
     x2 = _rows(kern, x, perm, shape, nkept)
     t = target.reshape(-1)
-    loss, counted, redo = kern.cross_entropy(x2, t, ignore, exact)
+    loss, counted, redo = kern.cross_entropy(x2, t, ignore, smoothing, exact)
     _redo(x2, redo, loss, exact, t)
     examples = shape[:nkept]
     return loss.reshape(examples), None if counted is None else counted.reshape(

@@ -63,17 +63,24 @@ recomputed.
 
 
 def reverse(
-    kind: str, x2: Any, target: Any, ignore: int | None, rows: Rows, exact: Any
+    kind: str,
+    x2: Any,
+    target: Any,
+    ignore: int | None,
+    rows: Rows,
+    exact: Any,
+    smoothing: float = 0.0,
 ) -> Any:
     """``rows``' result for 2-D rows ``x2`` that autograd records, with the
     gradient of ``kind`` ("logsumexp", "softmax", "log_softmax",
-    "cross_entropy"). ``exact`` is the standard-only path's function of the
-    rows (and ``target``)."""
+    "cross_entropy", its target smoothed by ``smoothing``). ``exact`` is the
+    standard-only path's function of the rows (and ``target``)."""
     with torch.no_grad():
         out, stats = rows(x2.detach(), target, ignore, kind, exact)
     # Handed over in a list: a tensor argument returned as it is would be
     # taken for a view of an input.
-    return _Reverse.apply(x2, target, (kind, ignore, exact), [out, *stats])
+    how = (kind, ignore, exact, smoothing)
+    return _Reverse.apply(x2, target, how, [out, *stats])
 
 
 class _Reverse(torch.autograd.Function):  # type: ignore[misc]
@@ -82,7 +89,7 @@ class _Reverse(torch.autograd.Function):  # type: ignore[misc]
 
     @staticmethod
     def forward(ctx: Any, x2: Any, target: Any, how: Any, box: Any) -> Any:
-        ctx.kind, ctx.ignore, ctx.exact = how
+        ctx.kind, ctx.ignore, ctx.exact, ctx.smoothing = how
         # The gradients of softmax and log_softmax come from their output
         # alone: the rows, as large, are kept for them only where some are
         # recomputed.
@@ -100,7 +107,7 @@ class _Reverse(torch.autograd.Function):  # type: ignore[misc]
             if x2 is None:
                 return _from_output(ctx.kind, out, g), None, None, None
             return _recomputed(ctx.exact, x2, target, g, True), None, None, None
-        dx = _slope(ctx.kind, x2, target, ctx.ignore, out, stats, g)
+        dx = _slope(ctx.kind, x2, target, ctx.ignore, out, stats, g, ctx.smoothing)
         if redo is not None:
             some = None if target is None else target[redo]
             dx[redo] = _recomputed(ctx.exact, x2[redo], some, g[redo])
@@ -137,6 +144,7 @@ def _slope(
     out: Any,
     stats: list[Any],
     g: Any,
+    smoothing: float,
 ) -> Any:
     """The closed-form gradient in the rows ``x2``, given ``g``.
 
@@ -157,14 +165,19 @@ def _slope(
     dx = torch.sub(x2, m.to(x2.dtype)[:, None]).exp_()
     dx.mul_((g * torch.exp(-low)).to(x2.dtype)[:, None])
     if kind == "cross_entropy":
-        # The target's own term, -x[target].
+        # The target's own term, -(1 - eps) x[target], and the smoothing's,
+        # -eps / n sum(x).
         at = target if ignore is None else torch.where(target != ignore, target, 0)
-        dx.scatter_add_(1, at[:, None], -g.to(x2.dtype)[:, None])
+        hit = (-(1.0 - smoothing) * g).to(x2.dtype)[:, None]
+        dx.scatter_add_(1, at[:, None], hit)
+        if smoothing:
+            dx.sub_((smoothing / x2.shape[1] * g).to(x2.dtype)[:, None])
     return dx
 
 
-Guarded = Callable[[str, Any, Any, "int | None", Any], tuple[Any, Any]]
-"""``guarded(kind, x2, target, ignore, exact)``: ``(out, aux)``, traced:
+Guarded = Callable[[str, Any, Any, "int | None", Any, float], tuple[Any, Any]]
+"""``guarded(kind, x2, target, ignore, exact, smoothing)``: ``(out, aux)``,
+traced (the loss's target smoothed by ``smoothing``):
 the result of ``kind`` on 2-D rows ``x2`` (by the traced kernel, or by
 the standard-only path ``exact``) and a float64 value per row for
 ``pullback``: for ``logsumexp`` the number of ``+inf`` entries
@@ -180,10 +193,12 @@ def traced(
     ignore: int | None,
     exact: Any,
     guarded: Guarded,
+    smoothing: float = 0.0,
 ) -> Any:
     """``guarded``'s result for rows ``x2`` that autograd records under
-    ``torch.compile``, with ``pullback`` as its gradient."""
-    return _Traced.apply(x2, target, kind, ignore, exact, guarded)
+    ``torch.compile``, with ``pullback`` as its gradient (the loss's target
+    smoothed by ``smoothing``)."""
+    return _Traced.apply(x2, target, kind, ignore, exact, guarded, smoothing)
 
 
 class _Traced(torch.autograd.Function):  # type: ignore[misc]
@@ -198,9 +213,10 @@ class _Traced(torch.autograd.Function):  # type: ignore[misc]
         ignore: int | None,
         exact: Any,
         guarded: Guarded,
+        smoothing: float,
     ) -> Any:
-        out, aux = guarded(kind, x2, target, ignore, exact)
-        ctx.kind, ctx.ignore = kind, ignore
+        out, aux = guarded(kind, x2, target, ignore, exact, smoothing)
+        ctx.kind, ctx.ignore, ctx.smoothing = kind, ignore, smoothing
         # The gradients of softmax and log_softmax need their output
         # alone: the rows, as large, are not kept for them.
         rows = x2 if kind in ("logsumexp", "cross_entropy") else None
@@ -210,8 +226,8 @@ class _Traced(torch.autograd.Function):  # type: ignore[misc]
     @staticmethod
     def backward(ctx: Any, g: Any) -> tuple[Any, ...]:
         x2, target, out, aux = ctx.saved_tensors
-        dx = pullback(ctx.kind, ctx.ignore, x2, target, out, aux, g)
-        return dx, None, None, None, None, None
+        dx = pullback(ctx.kind, ctx.ignore, x2, target, out, aux, g, ctx.smoothing)
+        return dx, None, None, None, None, None, None
 
 
 def pullback(
@@ -222,6 +238,7 @@ def pullback(
     out: Any,
     aux: Any,
     g: Any,
+    smoothing: float = 0.0,
 ) -> Any:
     """The gradient in the rows ``x2`` given ``g``, that of ``out``, from
     the result and the values per row of a ``Guarded``: in the rows of a
@@ -253,4 +270,6 @@ def pullback(
     n = x2.shape[1]
     at = xp.where((target >= 0) & (target < n), target, xp.zeros_like(target))
     hit = xp.arange(n, device=_compat.device(x2)) == at[:, None]
-    return (_traced.shares(xp, x2, aux) - xp.astype(hit, x2.dtype)) * w[:, None]
+    # The target smoothed: 1 - eps at its class, eps / n spread over all.
+    onehot = xp.astype(hit, x2.dtype) * (1.0 - smoothing) + smoothing / n
+    return (_traced.shares(xp, x2, aux) - onehot) * w[:, None]

@@ -21,6 +21,9 @@ from . import _bounds
 
 __all__ = ["cross_entropy", "logsumexp", "normalised", "split"]
 
+# A sixteenth of an ulp of each dtype, relative.
+_SIXTEENTH = {32: 2.0**-28, 64: 2.0**-57}
+
 
 def _block(a: Any, r0: int, r1: int, c0: int = 0, c1: int | None = None) -> Any:
     """``a[r0:r1, c0:c1]``, or ``a`` itself when that is all of it: a view
@@ -31,20 +34,25 @@ def _block(a: Any, r0: int, r1: int, c0: int = 0, c1: int | None = None) -> Any:
     return a[r0:r1, c0:c1]
 
 
-def _rows(ops: ModuleType, x2: Any, kind: str) -> tuple[Any, Any, Any, Any]:
-    """``(out, m, t, ok)`` for each row of a C-contiguous 2-D float array.
+def _rows(
+    ops: ModuleType, x2: Any, kind: str, sums: bool = False
+) -> tuple[Any, Any, Any, Any, Any]:
+    """``(out, m, t, ok, total)`` for each row of a C-contiguous 2-D float
+    array.
 
     ``m`` (float64) holds the row maxima; ``t`` (float64) the sum of ``exp(x
     - m)`` over every entry but one maximum, which is ``S - 1`` without its
     cancellation; ``out`` the normalised rows, or None for ``"logsumexp"``;
     ``ok`` the rows that ``_bounds`` certifies (the others hold meaningless
-    values).
+    values); ``total``, with ``sums``, the sum of each row's entries in
+    float64, taken while its blocks are in cache (None otherwise).
     """
     lib = ops.lib()
     nrows, n = x2.shape
     out = None if kind == "logsumexp" else ops.empty_like(x2)
     m = ops.zeros64(nrows)
     s = ops.zeros64(nrows)
+    total = ops.zeros64(nrows) if sums else None
     top = None
     subtracted = False
     width = max(1, ops.BLOCK_BYTES // ops.itemsize(x2))
@@ -74,6 +82,8 @@ def _rows(ops: ModuleType, x2: Any, kind: str) -> tuple[Any, Any, Any, Any]:
         scale = lib.exp(m_b)
         for c0 in range(0, n, step_c):
             c1 = min(n, c0 + step_c)
+            if total is not None:
+                total[r0:r1] += ops.sum64(_block(x2, r0, r1, c0, c1))
             e = ops.exp_into(
                 _block(x2, r0, r1, c0, c1),
                 _block(e_buf, 0, r1 - r0, 0, c1 - c0),
@@ -126,7 +136,7 @@ def _rows(ops: ModuleType, x2: Any, kind: str) -> tuple[Any, Any, Any, Any]:
         # and the divisor exp(m) (1 + t) = exp(m) + s, rounded to the
         # dtype, overflows near the top of exp's range on a long row.
         ok &= (m >= 0.0) & (lib.exp(m) + s < _bounds.LARGEST[ops.bits(x2)])
-    return out, m, t, ok
+    return out, m, t, ok, total
 
 
 def _finish(
@@ -152,9 +162,15 @@ def split(ops: ModuleType, x2: Any) -> tuple[Any, Any, Any, Any]:
     """``(m, t, low, ok)``: each row's maximum, ``t`` and ``low = log1p(t)``
     in float64, so that the row's log-sum-exp is ``m + low``, and the rows
     that ``_bounds`` certifies."""
+    return _split(ops, x2, False)[:4]
+
+
+def _split(ops: ModuleType, x2: Any, sums: bool) -> tuple[Any, Any, Any, Any, Any]:
+    """``split``, and with ``sums`` each row's sum of entries (see
+    ``_rows``)."""
     with ops.quiet():
-        _, m, t, ok = _rows(ops, x2, "logsumexp")
-        return m, t, ops.lib().log1p(t), ok
+        _, m, t, ok, total = _rows(ops, x2, "logsumexp", sums)
+        return m, t, ops.lib().log1p(t), ok, total
 
 
 def logsumexp(ops: ModuleType, x2: Any) -> tuple[Any, Any, Any, Any]:
@@ -178,25 +194,40 @@ def logsumexp(ops: ModuleType, x2: Any) -> tuple[Any, Any, Any, Any]:
 
 
 def cross_entropy(
-    ops: ModuleType, x2: Any, target: Any, ignore: int | None
+    ops: ModuleType, x2: Any, target: Any, ignore: int | None, smoothing: float
 ) -> tuple[Any, Any, Any, Any, Any]:
     """``(loss, counted, redo, m, low)``: each row's ``logsumexp -
-    x[target]`` in float64, 0 where the target is ``ignore``; the mask of
-    the counted rows (None: all); a mask of the rows to recompute exactly,
-    those that ``_bounds`` does not certify (None when there are none); and
-    the two terms of each row's log-sum-exp ``m + low`` (see ``split``), for
-    the gradient.
+    x[target]`` in float64, with the target smoothed by ``smoothing``, 0
+    where the target is ``ignore``; the mask of the counted rows (None:
+    all); a mask of the rows to recompute exactly, those that ``_bounds``
+    does not certify (None when there are none); and the two terms of each
+    row's log-sum-exp ``m + low`` (see ``split``), for the gradient.
 
     Written ``(m - x[target]) + log1p(t)``: two non-negative terms, so that
     nothing cancels, and a confident prediction's tiny loss keeps its
-    digits.
+    digits. Smoothed, ``(1 - eps) (m - x[target]) + log1p(t) + eps / n
+    sum(m - x)``, three.
     """
     lib = ops.lib()
-    m, _, low, ok = split(ops, x2)
+    m, _, low, ok, total = _split(ops, x2, bool(smoothing))
     counted = None if ignore is None else target != ignore
     safe = target if counted is None else lib.where(counted, target, 0)
     with ops.quiet():
-        loss = (m - ops.pick(x2, safe)) + low
+        gap = m - ops.pick(x2, safe)
+        if smoothing:
+            n = x2.shape[1]
+            # sum(m - x) = n m - sum(x): n m is exact for float32 m, and
+            # sum(x) rounds by (n - 1) ulps of sum |x| <= n |m| + spread at
+            # most, in any order, which the loss carries as eps 2**-53 (n |m|
+            # + spread). The rows where that could reach a sixteenth of an
+            # ulp of the loss are recomputed (those of logits far from 0
+            # and close together, and a -inf entry's infinite loss).
+            spread = n * m - total
+            loss = (1.0 - smoothing) * gap + low + (smoothing / n) * spread
+            bound = smoothing * 2.0**-52 * (n * lib.abs(m) + spread)
+            ok &= (bound <= _SIXTEENTH[ops.bits(x2)] * loss) & (spread < lib.inf)
+        else:
+            loss = gap + low
     if counted is not None:
         loss = lib.where(counted, loss, 0.0)
     return loss, counted, (None if bool(ok.all()) else ~ok), m, low
@@ -207,5 +238,5 @@ def normalised(ops: ModuleType, x2: Any, kind: str) -> tuple[Any, Any]:
     and a mask of the rows that ``_bounds`` does not certify (None if none).
     """
     with ops.quiet():
-        out, _, _, ok = _rows(ops, x2, kind)
+        out, _, _, ok, _ = _rows(ops, x2, kind)
     return out, (None if bool(ok.all()) else ~ok)

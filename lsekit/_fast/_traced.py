@@ -169,11 +169,12 @@ def cross_entropy(
     ignore: int | None,
     take: Callable[[Any, Any], Any],
     rest: Rest,
+    smoothing: float = 0.0,
 ) -> tuple[Any, Any, Any]:
     """``(loss, ok, lse)``: each row's ``logsumexp - x[target]`` in
-    float64, 0 where the target is ``ignore``, the certified rows (ignored
-    ones count as certified), and each row's log-sum-exp in float64, for
-    the gradient. ``take(x2, at)`` is
+    float64, with the target smoothed by ``smoothing``, 0 where the target
+    is ``ignore``, the certified rows (ignored ones count as certified), and
+    each row's log-sum-exp in float64, for the gradient. ``take(x2, at)`` is
     ``take_along_axis(x2, at, axis=1)`` in the library's fastest form (of
     PyTorch's, ``take_along_dim`` specialises a compiled graph to the
     number of classes, ``gather`` does not)."""
@@ -186,7 +187,18 @@ def cross_entropy(
     # two float32 numbers is exact in float64 unless their exponents lie
     # 29 apart, and then within a float64 ulp.
     top, low = xp.astype(m[:, 0], xp.float64), xp.log1p(t)
-    loss = (top - xp.astype(picked, xp.float64)) + low
+    gap = top - xp.astype(picked, xp.float64)
+    loss = gap + low
+    if smoothing:
+        # Smoothed: (1 - eps) (m - x[target]) + log1p(t) + eps / n sum(m -
+        # x), three non-negative terms; sum(m - x) of exact float64 terms
+        # (as m - x[target]), all positive, rounds by n - 1 float64 ulps
+        # at most. A -inf entry makes it infinite, as the loss is: the
+        # standard-only path gives that.
+        n = x2.shape[1]
+        spread = xp.sum(xp.astype(m, xp.float64) - xp.astype(x2, xp.float64), axis=1)
+        loss = (1.0 - smoothing) * gap + low + (smoothing / n) * spread
+        ok = ok & xp.isfinite(spread)
     # Out-of-range indices go to the standard-only path, which gives them
     # NaN.
     ok = ok & valid

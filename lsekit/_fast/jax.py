@@ -252,11 +252,12 @@ def normalised(x2: Any, kind: str, exact: Callable[[Any], Any]) -> tuple[Any, No
     return _normalised(kind, exact)(x2), None
 
 
-def _cross_entropy_slope(ignore: int | None) -> Callable[..., Any]:
-    """The tangent of the loss, ``sum(p dx) - dx[target]``, and of each
-    row's log-sum-exp ``aux``, ``sum(p dx)``; 0 where the target is ignored
-    and where the log-sum-exp is not finite, as the standard-only path's
-    under ``jax.jit``."""
+def _cross_entropy_slope(ignore: int | None, smoothing: float) -> Callable[..., Any]:
+    """The tangent of the loss, ``sum(p dx) - dx[target]`` (with the target
+    smoothed, ``sum(p dx) - (1 - eps) dx[target] - eps / n sum(dx)``), and
+    of each row's log-sum-exp ``aux``, ``sum(p dx)``; 0 where the target is
+    ignored and where the log-sum-exp is not finite, as the standard-only
+    path's under ``jax.jit``."""
 
     def slope(
         primals: tuple[Any, ...], out: Any, aux: Any, tangents: tuple[Any, ...]
@@ -270,7 +271,11 @@ def _cross_entropy_slope(ignore: int | None) -> Callable[..., Any]:
         at = jnp.where(valid, target, 0)[:, None]
         picked = jnp.take_along_axis(dx, at, axis=1)[:, 0]
         spread = jnp.sum(_traced.shares(jnp, x2, aux) * dx, axis=1)
-        tangent = (spread - picked).astype(jnp.float64) * jnp.where(keep, 1.0, 0.0)
+        own = spread - picked
+        if smoothing:
+            n = x2.shape[1]
+            own = own + smoothing * (picked - jnp.sum(dx, axis=1) / n)
+        tangent = own.astype(jnp.float64) * jnp.where(keep, 1.0, 0.0)
         return tangent, spread.astype(jnp.float64)
 
     return slope
@@ -278,27 +283,33 @@ def _cross_entropy_slope(ignore: int | None) -> Callable[..., Any]:
 
 @functools.cache
 def _cross_entropy(
-    ignore: int | None, exact: Callable[[Any, Any], Any]
+    ignore: int | None, smoothing: float, exact: Callable[[Any, Any], Any]
 ) -> Callable[[Any, Any], Any]:
     def fast(x2: Any, target: Any) -> tuple[Callable[[], Any], Any, Any]:
         jnp = _jnp()
         take = functools.partial(jnp.take_along_axis, axis=1)
 
         def loss(x2: Any, target: Any, rest: Any) -> tuple[Any, Any, Any]:
-            return _traced.cross_entropy(jnp, x2, target, ignore, take, rest)
+            return _traced.cross_entropy(jnp, x2, target, ignore, take, rest, smoothing)
 
         out, ok, lse = _rowwise(loss, x2, target)
         return lambda: out, ok, lse
 
-    return _guarded(fast, exact, _traced.log_sum, _cross_entropy_slope(ignore))
+    slope = _cross_entropy_slope(ignore, smoothing)
+    return _guarded(fast, exact, _traced.log_sum, slope)
 
 
 def cross_entropy(
-    x2: Any, target: Any, ignore: int | None, exact: Callable[[Any, Any], Any]
+    x2: Any,
+    target: Any,
+    ignore: int | None,
+    smoothing: float,
+    exact: Callable[[Any, Any], Any],
 ) -> tuple[Any, Any, None]:
-    """Each row's ``logsumexp - x[target]`` in float64, 0 where the target
-    is ``ignore``, the mask of the counted rows (None: all), and None: no
-    rows for the caller to recompute. ``exact(rows, target)`` is the
-    standard-only path, in float64."""
-    loss = _cross_entropy(ignore, exact)(x2, target)
+    """Each row's ``logsumexp - x[target]`` in float64, with the target
+    smoothed by ``smoothing``, 0 where the target is ``ignore``, the mask
+    of the counted rows (None: all), and None: no rows for the caller to
+    recompute. ``exact(rows, target)`` is the standard-only path, in
+    float64."""
+    loss = _cross_entropy(ignore, smoothing, exact)(x2, target)
     return loss, None if ignore is None else target != ignore, None

@@ -200,7 +200,10 @@ def pick(x2: Any, idx: Any) -> Any:
     return x2[np.arange(x2.shape[0]), idx].astype(np.float64)
 
 
-def cross_entropy(x2: Any, target: Any, ignore: int | None, exact: Any = None) -> Any:
+def cross_entropy(
+    x2: Any, target: Any, ignore: int | None, smoothing: float, exact: Any = None
+) -> Any:
     """``_blocked.cross_entropy`` on NumPy; the caller recomputes the
     rows."""
-    return _blocked.cross_entropy(sys.modules[__name__], x2, target, ignore)[:3]
+    ops = sys.modules[__name__]
+    return _blocked.cross_entropy(ops, x2, target, ignore, smoothing)[:3]

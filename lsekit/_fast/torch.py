@@ -22,6 +22,7 @@ path).
 from __future__ import annotations
 
 import contextlib
+import functools
 import sys
 from collections.abc import Callable
 from types import ModuleType
@@ -142,7 +143,12 @@ _REST = _traced.rest(_traced.sum64, _cond)
 
 
 def _guarded(
-    kind: str, x2: Any, target: Any, ignore: int | None, exact: Callable[..., Any]
+    kind: str,
+    x2: Any,
+    target: Any,
+    ignore: int | None,
+    exact: Callable[..., Any],
+    smoothing: float = 0.0,
 ) -> tuple[Any, Any]:
     """``_autograd.Guarded``: under ``torch.compile``, the traced kernel of
     ``kind`` where it certifies every row, the standard-only path
@@ -164,7 +170,9 @@ def _guarded(
             return exact(x2), _traced.infinities(xp, x2)
 
     elif kind == "cross_entropy":
-        loss, ok, lse = _traced.cross_entropy(xp, x2, target, ignore, _gather, _REST)
+        loss, ok, lse = _traced.cross_entropy(
+            xp, x2, target, ignore, _gather, _REST, smoothing
+        )
 
         def fast() -> tuple[Any, Any]:
             return loss.clone(), lse.clone()
@@ -187,15 +195,20 @@ def _guarded(
 
 
 def _compiled(
-    kind: str, x2: Any, target: Any, ignore: int | None, exact: Callable[..., Any]
+    kind: str,
+    x2: Any,
+    target: Any,
+    ignore: int | None,
+    exact: Callable[..., Any],
+    smoothing: float = 0.0,
 ) -> Any:
     """The result of ``_guarded``, through ``_autograd.traced`` where
     autograd records ``x2``."""
     if _tracked(x2):
         from . import _autograd
 
-        return _autograd.traced(kind, x2, target, ignore, exact, _guarded)
-    return _guarded(kind, x2, target, ignore, exact)[0]
+        return _autograd.traced(kind, x2, target, ignore, exact, _guarded, smoothing)
+    return _guarded(kind, x2, target, ignore, exact, smoothing)[0]
 
 
 def logsumexp(x2: Any, exact: Callable[[Any], Any]) -> tuple[Any, Any]:
@@ -392,34 +405,46 @@ def pick(x2: Any, idx: Any) -> Any:
 
 
 def cross_entropy(
-    x2: Any, target: Any, ignore: int | None, exact: Callable[[Any, Any], Any]
+    x2: Any,
+    target: Any,
+    ignore: int | None,
+    smoothing: float,
+    exact: Callable[[Any, Any], Any],
 ) -> Any:
-    """Each row's ``logsumexp - x[target]`` in float64, 0 where the target
-    is ``ignore``, the mask of the counted rows (None: all), and the rows
-    for the caller to recompute with ``exact`` (None: none)."""
+    """Each row's ``logsumexp - x[target]`` in float64, with the target
+    smoothed by ``smoothing``, 0 where the target is ``ignore``, the mask
+    of the counted rows (None: all), and the rows for the caller to
+    recompute with ``exact`` (None: none)."""
     counted = None if ignore is None else target != ignore
     if _compiling():
-        return _compiled("cross_entropy", x2, target, ignore, exact), counted, None
+        loss = _compiled("cross_entropy", x2, target, ignore, exact, smoothing)
+        return loss, counted, None
     if _tracked(x2):
         from . import _autograd
 
+        rows = functools.partial(_eager_cross_entropy, smoothing=smoothing)
         loss = _autograd.reverse(
-            "cross_entropy", x2, target, ignore, _eager_cross_entropy, exact
+            "cross_entropy", x2, target, ignore, rows, exact, smoothing
         )
         return loss, counted, None
     loss, _, redo, _, _ = _blocked.cross_entropy(
-        sys.modules[__name__], x2, target.contiguous().numpy(), ignore
+        sys.modules[__name__], x2, target.contiguous().numpy(), ignore, smoothing
     )
     return _result(loss), counted, _result(redo)
 
 
 def _eager_cross_entropy(
-    x2: Any, target: Any, ignore: int | None, kind: str, exact: Any
+    x2: Any,
+    target: Any,
+    ignore: int | None,
+    kind: str,
+    exact: Any,
+    smoothing: float = 0.0,
 ) -> Any:
-    """``_autograd.Rows`` of ``cross_entropy``."""
+    """``_autograd.Rows`` of ``cross_entropy``, smoothed by ``smoothing``."""
     at = target.contiguous().numpy()
     loss, _, redo, m, low = _blocked.cross_entropy(
-        sys.modules[__name__], x2, at, ignore
+        sys.modules[__name__], x2, at, ignore, smoothing
     )
     loss, redo = _result(loss), _result(redo)
     if redo is not None:
