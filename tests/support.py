@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import gc
 import importlib
 import sys
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -201,7 +203,16 @@ def dask_work() -> Iterator[Callable[[], int]]:
             yield lambda: ran[0]
         return
     scheduler = client.cluster.scheduler
-    start = scheduler.transition_counter
+    # An earlier computation's tasks are released after it returns, as the
+    # client lets go of their keys: transitions that would count here.
+    # Wait until the count has stood still for a moment.
+    gc.collect()
+    start, deadline = scheduler.transition_counter, time.monotonic() + 10.0
+    while time.monotonic() < deadline:
+        time.sleep(0.25)
+        if scheduler.transition_counter == start:
+            break
+        start = scheduler.transition_counter
     yield lambda: scheduler.transition_counter - start
 
 
