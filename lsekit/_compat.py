@@ -92,13 +92,18 @@ def _torch_namespace() -> ModuleType:
     return xp
 
 
+def _numpy_namespace() -> ModuleType:
+    # array_namespace's answer for a NumPy array.
+    import array_api_compat.numpy as xp
+
+    return xp
+
+
 def _namespace(func: str, named: dict[str, Any]) -> ModuleType:
     arrays = {k: v for k, v in named.items() if _is_array(v)}
     if not arrays:
         # Python scalars and lists are read as NumPy, as SciPy does.
-        import numpy
-
-        return array_api_compat.array_namespace(numpy.empty(0))
+        return _numpy_namespace()
     if all(_is_torch(v) for v in arrays.values()):
         return _torch_namespace()
     try:
@@ -126,6 +131,14 @@ def as_arrays(
     for name, value in list(named.items())[:required]:
         if value is None:
             raise TypeError(f"{func}() argument {name!r} must be an array, not None")
+    numpy = sys.modules.get("numpy")
+    if numpy is not None and all(
+        v is None or type(v) is numpy.ndarray for v in named.values()
+    ):
+        # NumPy's own arrays, the common case: one namespace, one device,
+        # nothing to convert, and the checks below cost more than the
+        # arithmetic of a small call.
+        return _numpy_namespace(), dict(named)
     xp = _namespace(func, named)
     devices = {k: device(v) for k, v in named.items() if _is_array(v)}
     # Under jax.jit a traced argument has no device yet (None); only the
@@ -150,6 +163,18 @@ def as_arrays(
     return xp, out
 
 
+# compute_dtype's and index_dtype's answers for NumPy, which has one device
+# and whose answers never change: a lookup costs a call microseconds.
+_NUMPY_DTYPES: dict[tuple[str, Any], Any] = {}
+
+
+def _numpy_memo(kind: str, xp: ModuleType, dtype: Any, find: Any) -> Any:
+    key = (kind, dtype)
+    if key not in _NUMPY_DTYPES:
+        _NUMPY_DTYPES[key] = find(xp, dtype, "cpu")
+    return _NUMPY_DTYPES[key]
+
+
 def compute_dtype(xp: ModuleType, dtype: Any, device: Any) -> Any:
     """The floating dtype that a computation on ``dtype`` inputs runs in.
 
@@ -160,6 +185,12 @@ def compute_dtype(xp: ModuleType, dtype: Any, device: Any) -> Any:
     exponentials, logarithms and sums of some libraries (XLA's among them)
     are several ulps off, and a float64 pass rounds once, at the end.
     """
+    if _is_namespace(xp, "numpy"):
+        return _numpy_memo("compute", xp, dtype, _compute_dtype)
+    return _compute_dtype(xp, dtype, device)
+
+
+def _compute_dtype(xp: ModuleType, dtype: Any, device: Any) -> Any:
     info = xp.__array_namespace_info__()
     if xp.isdtype(dtype, ("bool", "integral")):
         return info.default_dtypes(device=device)["real floating"]
@@ -199,6 +230,12 @@ def finalize(xp: ModuleType, x: Any) -> Any:
 
 def index_dtype(xp: ModuleType, device: Any) -> Any:
     """The namespace's default indexing dtype (what gathers expect)."""
+    if _is_namespace(xp, "numpy"):
+        return _numpy_memo("index", xp, None, _index_dtype)
+    return _index_dtype(xp, None, device)
+
+
+def _index_dtype(xp: ModuleType, dtype: Any, device: Any) -> Any:
     return xp.__array_namespace_info__().default_dtypes(device=device)["indexing"]
 
 

@@ -19,7 +19,7 @@ from typing import Any
 
 from . import _bounds
 
-__all__ = ["cross_entropy", "logsumexp", "normalised", "split"]
+__all__ = ["cross_entropy", "logsumexp", "normalised"]
 
 # A sixteenth of an ulp of each dtype, relative.
 _SIXTEENTH = {32: 2.0**-28, 64: 2.0**-57}
@@ -54,7 +54,7 @@ def _rows(
     s = ops.zeros64(nrows)
     total = ops.zeros64(nrows) if sums else None
     top = None
-    subtracted = False
+    subtracted = whole_sum = False
     width = max(1, ops.BLOCK_BYTES // ops.itemsize(x2))
     step_r = max(1, width // n)
     step_c = min(n, width)
@@ -79,6 +79,7 @@ def _rows(
         at, m_b = ops.maxima(_block(x2, r0, r1))
         m[r0:r1] = m_b
         subtracted = at is None
+        whole_sum = subtracted and kind == "softmax"
         scale = lib.exp(m_b)
         for c0 in range(0, n, step_c):
             c1 = min(n, c0 + step_c)
@@ -92,8 +93,10 @@ def _rows(
             # One maximum per row leaves the sum: its share is exactly 1
             # after the division, and adding it would round away the terms
             # below eps. ops.exclude takes it out of e, or gives what to
-            # subtract from the sum.
-            largest = ops.exclude(e, at, c0, whole)
+            # subtract from the sum. softmax divides by the whole sum,
+            # whose relative rounding its quotients carry as it is: with
+            # no index to zero, the sum keeps every term.
+            largest = None if whole_sum else ops.exclude(e, at, c0, whole)
             if largest is not None:
                 if top is None:
                     top = ops.zeros64(nrows)
@@ -103,8 +106,7 @@ def _rows(
             else:
                 s[r0:r1] += ops.sum64(e)
             if out is not None and whole:
-                t = s[r0:r1] if top is None else s[r0:r1] - top[r0:r1]
-                t = t / scale
+                t = _others(s[r0:r1], top, r0, r1, scale, whole_sum)
                 _finish(
                     ops, _block(out, r0, r1), _block(x2, r0, r1), e, m_b, scale, t, kind
                 )
@@ -114,8 +116,7 @@ def _rows(
         if out is not None and not whole:
             # A row longer than a block: normalised slice by slice, once its
             # sum is complete.
-            t = s[r0:r1] if top is None else s[r0:r1] - top[r0:r1]
-            t = t / scale
+            t = _others(s[r0:r1], top, r0, r1, scale, whole_sum)
             for c0 in range(0, n, step_c):
                 c1 = min(n, c0 + step_c)
                 x = x2[r0:r1, c0:c1]
@@ -127,16 +128,29 @@ def _rows(
         s -= top
     t = s / lib.exp(m)
     # A sum that holds the maximum's term: each block's, then the blocks'
-    # sums added one by one.
-    depth = ops.SUM_DEPTH + -(-n // step_c) if subtracted else None
+    # sums added one by one. Where softmax keeps it (whole_sum), t is not
+    # read, and the sum's rounding, of 2**-46 at most relative, is its
+    # quotients'.
+    depth = ops.SUM_DEPTH + -(-n // step_c) if subtracted and not whole_sum else None
     ok = _bounds.certified(m, t, s, n, ops.bits(x2), depth)
     if kind == "softmax":
         # A numerator exp(x) below the smallest normal number has lost
         # digits, which the quotient keeps where the maximum is negative;
         # and the divisor exp(m) (1 + t) = exp(m) + s, rounded to the
         # dtype, overflows near the top of exp's range on a long row.
-        ok &= (m >= 0.0) & (lib.exp(m) + s < _bounds.LARGEST[ops.bits(x2)])
+        divisor = s if whole_sum else lib.exp(m) + s
+        ok &= (m >= 0.0) & (divisor < _bounds.LARGEST[ops.bits(x2)])
     return out, m, t, ok, total
+
+
+def _others(s: Any, top: Any, r0: int, r1: int, scale: Any, whole_sum: bool) -> Any:
+    """``t`` of the rows ``r0:r1`` from their sums ``s``: with ``whole_sum``
+    every term's (softmax's divisor ``scale (1 + t)`` is then ``s``), or
+    those of all but the maximum, less the largest ``top`` where that is
+    not None."""
+    if whole_sum:
+        return s / scale - 1.0
+    return (s if top is None else s - top[r0:r1]) / scale
 
 
 def _finish(
@@ -158,38 +172,33 @@ def _finish(
         ops.shifted_into(x, m[:, None], ops.lib().log1p(t)[:, None], out)
 
 
-def split(ops: ModuleType, x2: Any) -> tuple[Any, Any, Any, Any]:
-    """``(m, t, low, ok)``: each row's maximum, ``t`` and ``low = log1p(t)``
-    in float64, so that the row's log-sum-exp is ``m + low``, and the rows
-    that ``_bounds`` certifies."""
-    return _split(ops, x2, False)[:4]
-
-
 def _split(ops: ModuleType, x2: Any, sums: bool) -> tuple[Any, Any, Any, Any, Any]:
-    """``split``, and with ``sums`` each row's sum of entries (see
-    ``_rows``)."""
-    with ops.quiet():
-        _, m, t, ok, total = _rows(ops, x2, "logsumexp", sums)
-        return m, t, ops.lib().log1p(t), ok, total
+    """``(m, t, low, ok, total)``: each row's maximum, ``t`` and ``low =
+    log1p(t)`` in float64, so that the row's log-sum-exp is ``m + low``, the
+    rows that ``_bounds`` certifies, and with ``sums`` each row's sum of
+    entries (see ``_rows``). Called inside ``ops.quiet()``."""
+    _, m, t, ok, total = _rows(ops, x2, "logsumexp", sums)
+    return m, t, ops.lib().log1p(t), ok, total
 
 
 def logsumexp(ops: ModuleType, x2: Any) -> tuple[Any, Any, Any, Any]:
     """``(out, redo, m, low)``: each row's log-sum-exp in float64, a mask of
     the rows to recompute exactly (None when there are none), and the two
-    terms of ``out = m + low`` (see ``split``), for the gradient. The rows
+    terms of ``out = m + low`` (see ``_split``), for the gradient. The rows
     to recompute are those that ``_bounds`` does not certify, and those
     where the kernel's rounding could reach half an ulp of the result (one
     dominant term, ``out`` near 0).
     """
     bits = ops.bits(x2)
-    m, t, low, ok = split(ops, x2)
     with ops.quiet():
+        m, t, low, ok, _ = _split(ops, x2, False)
         out = low + m
         k = _bounds.rounding_factor(ops.EXP_ULPS[bits], bits)
         size = ops.lib().abs(out)
         # t / (1 + t) < 1: rows with |out| >= k need no closer look.
-        if not bool(ok.all()) or bool(size.min() < k):
-            ok &= size * (1.0 + t) >= k * t
+        if bool(ok.all()) and bool(size.min() >= k):
+            return out, None, m, low
+        ok &= size * (1.0 + t) >= k * t
     return out, (None if bool(ok.all()) else ~ok), m, low
 
 
@@ -201,7 +210,7 @@ def cross_entropy(
     where the target is ``ignore``; the mask of the counted rows (None:
     all); a mask of the rows to recompute exactly, those that ``_bounds``
     does not certify (None when there are none); and the two terms of each
-    row's log-sum-exp ``m + low`` (see ``split``), for the gradient.
+    row's log-sum-exp ``m + low`` (see ``_split``), for the gradient.
 
     Written ``(m - x[target]) + log1p(t)``: two non-negative terms, so that
     nothing cancels, and a confident prediction's tiny loss keeps its
@@ -209,10 +218,10 @@ def cross_entropy(
     sum(m - x)``, three.
     """
     lib = ops.lib()
-    m, _, low, ok, total = _split(ops, x2, bool(smoothing))
     counted = None if ignore is None else target != ignore
     safe = target if counted is None else lib.where(counted, target, 0)
     with ops.quiet():
+        m, _, low, ok, total = _split(ops, x2, bool(smoothing))
         gap = m - ops.pick(x2, safe)
         if smoothing:
             n = x2.shape[1]
