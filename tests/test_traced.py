@@ -68,10 +68,15 @@ class Compiler(NamedTuple):
     pull: Callable[[str, np.ndarray, np.ndarray, np.ndarray], np.ndarray]
 
 
-def _jax(request: pytest.FixtureRequest, blocked: bool = False) -> Any:
-    """JAX; ``blocked``: every array goes through the path of large ones,
-    mapped over blocks of rows of at most 1024 entries whose float64 sums
-    are matrix-vector products in two levels."""
+def _jax(request: pytest.FixtureRequest, path: str = "") -> Any:
+    """JAX; ``path="blocked"``: every array goes through the path of large
+    ones, mapped over blocks of rows of at most 1024 entries whose float64
+    sums are matrix-vector products in two levels, and the standard-only
+    path over blocks of rows of at most 64 entries and the rows left over;
+    ``path="parts"``: the
+    rows longer than 16 entries count as long, and those of a length with
+    a divisor that makes parts of 2 to 16 entries are summed in such parts
+    (``_traced.rest``'s ``parts``)."""
     library_session(request, "jax")
     context = jax_x64()
     jax = context.__enter__()
@@ -80,16 +85,24 @@ def _jax(request: pytest.FixtureRequest, blocked: bool = False) -> Any:
     from lsekit._fast import jax as kernels
 
     rest = _traced.rest(_traced.sum64, kernels._cond)
-    if blocked:
-        patch = request.getfixturevalue("monkeypatch")
+    patch = request.getfixturevalue("monkeypatch")
+    if path == "blocked":
         patch.setattr(kernels, "LARGE", 0)
         patch.setattr(kernels, "BLOCK", 1 << 10)
+        patch.setattr(kernels, "SLOW_BLOCK", 64)
         rest = _traced.rest(kernels._split, kernels._cond)
+    elif path == "parts":
+        patch.setattr(kernels, "LONG", 16)
+        patch.setattr(kernels, "SHORT", 2)
+
+        def rest(xp: Any, x2: Any, m: Any) -> Any:
+            parts = kernels._parts(x2.shape[1])
+            return _traced.rest(_traced.sum64, kernels._cond, parts)(xp, x2, m)
 
     def run(f: Callable[..., Any], *arrays: np.ndarray) -> Any:
-        # jax.jit keeps a function's traces: a fresh one for the blocked
-        # path, which the other compiler may have traced unblocked.
-        g = (lambda *a: f(*a)) if blocked else f
+        # jax.jit keeps a function's traces: a fresh one for the patched
+        # paths, which the other compilers may have traced unpatched.
+        g = (lambda *a: f(*a)) if path else f
         out = jax.jit(g)(*(jnp.asarray(a) for a in arrays))
         return jax.tree.map(np.asarray, out)
 
@@ -159,10 +172,10 @@ pytestmark = [
 ]
 
 
-@pytest.fixture(params=["jax", "jax-blocked", "torch"])
+@pytest.fixture(params=["jax", "jax-blocked", "jax-parts", "torch"])
 def compiler(request):
-    if request.param == "jax-blocked":
-        return _jax(request, blocked=True)
+    if request.param.startswith("jax-"):
+        return _jax(request, request.param[4:])
     return {"jax": _jax, "torch": _torch}[request.param](request)
 
 
@@ -420,9 +433,9 @@ def test_many_tiny_terms(compiler, kind, monkeypatch):
                 )
 
 
-@pytest.fixture(params=["jax", "jax-blocked"])
+@pytest.fixture(params=["jax", "jax-blocked", "jax-parts"])
 def jax_compiler(request):
-    return _jax(request, blocked=request.param == "jax-blocked")
+    return _jax(request, request.param[4:])
 
 
 def _gradient_rows() -> tuple[np.ndarray, np.ndarray]:

@@ -95,7 +95,7 @@ def sum64(xp: ModuleType, e: Any) -> tuple[Any, int]:
     return xp.sum(xp.astype(e, xp.float64), axis=1), e.shape[1] - 1
 
 
-def rest(total: Total, cond: Cond) -> Rest:
+def rest(total: Total, cond: Cond, parts: int = 1) -> Rest:
     """``Rest`` from one float64 sum of every term, the maximum's 1 among
     them, less 1: a compiler fuses it with the terms, where a mask or a
     count in the same pass would cost a pass of its own (XLA: several).
@@ -106,17 +106,32 @@ def rest(total: Total, cond: Cond) -> Rest:
     all positive, rounded by ``depth`` ulps of ``t`` itself. A row whose
     first sum is below 1/2 holds its maximum once, and that is its ``t``;
     elsewhere ``t >= 1/2``, and the first sum's rounding is within ``3
-    depth`` ulps of ``t``."""
+    depth`` ulps of ``t``.
+
+    With ``parts``, a divisor of the rows' length, each row is summed as
+    that many rows of its consecutive entries, whose sums are then added
+    (``parts - 1`` roundings more): XLA's CPU float64 reduction of a long
+    row runs several times slower than of the same entries in shorter
+    rows (see ``jax.py``)."""
 
     def run(xp: ModuleType, x2: Any, m: Any) -> tuple[Any, Any]:
+        rows, n = x2.shape
+        if parts > 1:
+            x2 = xp.reshape(x2, (rows * parts, n // parts))
+            m = xp.reshape(xp.broadcast_to(m[:, None, :], (rows, parts, 1)), (-1, 1))
+
+        def added(s: Any) -> Any:
+            return s if parts == 1 else xp.sum(xp.reshape(s, (rows, parts)), axis=1)
+
         _, e = terms(xp, x2, m)
         s, depth = total(xp, e)
-        full = s - 1.0
+        full = added(s) - 1.0
+        depth += parts - 1
 
         def others() -> Any:
             d, e = terms(xp, x2, m)
             s, _ = total(xp, xp.where(d == 0, xp.zeros_like(e), e))
-            return xp.where(full >= 0.5, full, s)
+            return xp.where(full >= 0.5, full, added(s))
 
         ok = full >= depth * 2.0**-26 * (1.0 + full)
         # A branch's result may not be a value from outside it
