@@ -11,6 +11,8 @@ import operator
 from types import ModuleType
 from typing import Any
 
+from . import _compat
+
 __all__ = [
     "check_broadcast",
     "check_choice",
@@ -67,7 +69,7 @@ def check_flag(func: str, name: str, value: Any) -> bool:
 def check_numeric(func: str, name: str, xp: ModuleType, x: Any) -> None:
     """Reject arrays whose dtype is not boolean, integer, real or complex."""
     try:
-        ok = xp.isdtype(x.dtype, ("bool", "numeric"))
+        ok = _compat.isdtype(xp, x.dtype, ("bool", "numeric"))
     except (TypeError, ValueError, AttributeError):
         ok = False
     if not ok:
@@ -84,7 +86,7 @@ def check_mask(
     With ``within`` (a description of ``shape``), it must also not enlarge
     ``shape``.
     """
-    if not xp.isdtype(where.dtype, "bool"):
+    if not _compat.isdtype(xp, where.dtype, "bool"):
         raise TypeError(
             f"{func}() where must be a boolean array, got dtype {where.dtype}"
         )

@@ -30,6 +30,7 @@ __all__ = [
     "errstate",
     "finalize",
     "index_dtype",
+    "isdtype",
     "namespace",
     "passes",
     "positions",
@@ -163,16 +164,40 @@ def as_arrays(
     return xp, out
 
 
-# compute_dtype's and index_dtype's answers for NumPy, which has one device
-# and whose answers never change: a lookup costs a call microseconds.
-_NUMPY_DTYPES: dict[tuple[str, Any], Any] = {}
+# The answers about dtypes, which never change for a namespace, a dtype and
+# a device (and PyTorch's default dtype): a lookup costs a call
+# microseconds (array-api-compat's isdtype for PyTorch, a dozen calls;
+# its dtypes() makes a tensor of each dtype), and a small call makes
+# several. In a plain dict, as Dynamo warns about functools.cache; not
+# while Dynamo traces, which refuses a write inside torch.cond's branches
+# and would guard the compiled code on the dict's contents.
+_DTYPES: dict[tuple[Any, ...], Any] = {}
 
 
-def _numpy_memo(kind: str, xp: ModuleType, dtype: Any, find: Any) -> Any:
-    key = (kind, dtype)
-    if key not in _NUMPY_DTYPES:
-        _NUMPY_DTYPES[key] = find(xp, dtype, "cpu")
-    return _NUMPY_DTYPES[key]
+def _memo(key: tuple[Any, ...], find: Any) -> Any:
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.compiler.is_compiling():
+        return find()
+    if key not in _DTYPES:
+        _DTYPES[key] = find()
+    return _DTYPES[key]
+
+
+def isdtype(xp: ModuleType, dtype: Any, kind: str | tuple[str, ...]) -> bool:
+    """``xp.isdtype(dtype, kind)``, remembered."""
+    return bool(_memo((xp.__name__, dtype, kind), lambda: xp.isdtype(dtype, kind)))
+
+
+def _settled(xp: ModuleType, kind: str, dtype: Any, device: Any) -> Any:
+    """The key under which an answer about ``dtype`` on ``device`` is
+    remembered, or None where the device may not be hashable (CuPy's,
+    JAX's), and the answer is cheap against the work anyway."""
+    if _is_namespace(xp, "numpy"):
+        return ("numpy", kind, dtype)
+    if _is_namespace(xp, "torch"):
+        torch = sys.modules["torch"]
+        return ("torch", kind, dtype, device, torch.get_default_dtype())
+    return None
 
 
 def compute_dtype(xp: ModuleType, dtype: Any, device: Any) -> Any:
@@ -185,16 +210,17 @@ def compute_dtype(xp: ModuleType, dtype: Any, device: Any) -> Any:
     exponentials, logarithms and sums of some libraries (XLA's among them)
     are several ulps off, and a float64 pass rounds once, at the end.
     """
-    if _is_namespace(xp, "numpy"):
-        return _numpy_memo("compute", xp, dtype, _compute_dtype)
-    return _compute_dtype(xp, dtype, device)
+    key = _settled(xp, "compute", dtype, device)
+    if key is None:
+        return _compute_dtype(xp, dtype, device)
+    return _memo(key, lambda: _compute_dtype(xp, dtype, device))
 
 
 def _compute_dtype(xp: ModuleType, dtype: Any, device: Any) -> Any:
     info = xp.__array_namespace_info__()
-    if xp.isdtype(dtype, ("bool", "integral")):
+    if isdtype(xp, dtype, ("bool", "integral")):
         return info.default_dtypes(device=device)["real floating"]
-    if not xp.isdtype(dtype, "real floating"):
+    if not isdtype(xp, dtype, "real floating"):
         return dtype
     bits = xp.finfo(dtype).bits
     if bits < 32:
@@ -230,12 +256,13 @@ def finalize(xp: ModuleType, x: Any) -> Any:
 
 def index_dtype(xp: ModuleType, device: Any) -> Any:
     """The namespace's default indexing dtype (what gathers expect)."""
-    if _is_namespace(xp, "numpy"):
-        return _numpy_memo("index", xp, None, _index_dtype)
-    return _index_dtype(xp, None, device)
+    key = _settled(xp, "index", None, device)
+    if key is None:
+        return _index_dtype(xp, device)
+    return _memo(key, lambda: _index_dtype(xp, device))
 
 
-def _index_dtype(xp: ModuleType, dtype: Any, device: Any) -> Any:
+def _index_dtype(xp: ModuleType, device: Any) -> Any:
     return xp.__array_namespace_info__().default_dtypes(device=device)["indexing"]
 
 

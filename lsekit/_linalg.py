@@ -30,7 +30,7 @@ def _dtypes(xp: ModuleType, a: Any, b: Any) -> tuple[Any, Any]:
     uncertified cells are repaired exactly. Half precision runs in float32.
     """
     out = xp.result_type(a.dtype, b.dtype)
-    if xp.isdtype(out, ("bool", "integral")):
+    if _compat.isdtype(xp, out, ("bool", "integral")):
         out = _compat.compute_dtype(xp, out, _compat.device(a))
     work = out if xp.finfo(out).bits >= 32 else xp.float32
     return out, work
@@ -38,7 +38,7 @@ def _dtypes(xp: ModuleType, a: Any, b: Any) -> tuple[Any, Any]:
 
 def _check(xp: ModuleType, name: str, x: Any) -> None:
     _args.check_numeric(_FUNC, name, xp, x)
-    if xp.isdtype(x.dtype, "complex floating"):
+    if _compat.isdtype(xp, x.dtype, "complex floating"):
         raise TypeError(f"{_FUNC}() {name} must be real, got dtype {x.dtype}")
     if x.ndim == 0:
         raise ValueError(f"{_FUNC}() {name} must have at least one dimension")

@@ -24,14 +24,14 @@ _REDUCTIONS = ("none", "mean", "sum")
 
 
 def _float_dtype(xp: ModuleType, x: Any) -> Any:
-    if xp.isdtype(x.dtype, ("bool", "integral")):
+    if _compat.isdtype(xp, x.dtype, ("bool", "integral")):
         return _compat.compute_dtype(xp, x.dtype, _compat.device(x))
     return x.dtype
 
 
 def _check_real(xp: ModuleType, name: str, x: Any) -> None:
     _args.check_numeric(_FUNC, name, xp, x)
-    if xp.isdtype(x.dtype, "complex floating"):
+    if _compat.isdtype(xp, x.dtype, "complex floating"):
         raise TypeError(f"{_FUNC}() {name} must be real, got dtype {x.dtype}")
 
 
@@ -374,10 +374,10 @@ def cross_entropy(
     n_classes = shape[i]
     examples = shape[:i] + shape[i + 1 :]
 
-    if xp.isdtype(t.dtype, "integral"):
+    if _compat.isdtype(xp, t.dtype, "integral"):
         probabilities = False
         _check_target_shape(t, "class indices", examples, f"logits without axis {axis}")
-    elif xp.isdtype(t.dtype, "real floating"):
+    elif _compat.isdtype(xp, t.dtype, "real floating"):
         probabilities = True
         _check_target_shape(t, "probabilities", shape, "logits")
         if ignore is not None:

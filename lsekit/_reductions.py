@@ -26,7 +26,7 @@ def _prepare(
     """
     _args.check_numeric(func, "x" if func != "logsumexp" else "a", xp, x)
     dtype = x.dtype if extra is None else xp.result_type(x.dtype, extra.dtype)
-    if xp.isdtype(dtype, ("bool", "integral")):
+    if _compat.isdtype(xp, dtype, ("bool", "integral")):
         out_dtype = _compat.compute_dtype(xp, dtype, _compat.device(x))
     else:
         out_dtype = dtype
@@ -42,7 +42,7 @@ def _masked(xp: ModuleType, x: Any, where: Any) -> Any:
         return x
     fill = (
         complex(-math.inf, 0.0)
-        if xp.isdtype(x.dtype, "complex floating")
+        if _compat.isdtype(xp, x.dtype, "complex floating")
         else -math.inf
     )
     return xp.where(where, x, fill)
@@ -167,7 +167,9 @@ def logsumexp(
     memory for the maxima, ``exp`` and its float64 sum, in blocks that stay
     in cache, or fused by the compiler. Its exponentials are exact in their
     argument (unshifted ``exp(x)`` divided by ``exp(m)`` afterwards, or,
-    when traced, the shift's rounding undone by TwoSum), and the rows where
+    when traced, the shift's rounding undone by TwoSum; traced rows whose
+    maxima all lie between 4.5 and 80 are summed unshifted, their result
+    large enough for the exponentials' own rounding), and the rows where
     its own rounding could reach half an ulp of the result (one dominant
     term, a result near 0, a maximum outside the range of ``exp``, a
     non-finite one) are recomputed by the path above. Results agree with it
@@ -240,7 +242,7 @@ def logsumexp(
         shape = _args.check_broadcast("logsumexp", "where", tuple(where.shape), shape)
     if not _args.same_shape(shape, tuple(a.shape)):
         a = xp.broadcast_to(a, shape)
-    complex_ = xp.isdtype(work, "complex floating")
+    complex_ = _compat.isdtype(xp, work, "complex floating")
     slope = None
     passes = _compat.passes(xp)
     with _compat.errstate(xp):
@@ -279,9 +281,9 @@ def _as_weights(xp: ModuleType, a: Any, b: Any) -> Any:
     """Weights as an array; Python scalars take ``a``'s floating dtype."""
     if isinstance(b, (int, float)) and not isinstance(b, bool):
         dtype = a.dtype
-        if xp.isdtype(dtype, ("bool", "integral")):
+        if _compat.isdtype(xp, dtype, ("bool", "integral")):
             dtype = _compat.compute_dtype(xp, dtype, _compat.device(a))
-        elif xp.isdtype(dtype, "complex floating"):
+        elif _compat.isdtype(xp, dtype, "complex floating"):
             dtype = None
         return xp.asarray(b, dtype=dtype, device=_compat.device(a))
     _, arr = _compat.as_arrays("logsumexp", a=a, b=b)
@@ -348,7 +350,7 @@ def _normalised(func: str, x: Any, axis: Any, where: Any, impl: str) -> Any:
     x, work, out_dtype = _prepare(func, xp, x, None)
     if _empty(x):
         return _compat.finalize(xp, xp.astype(x, out_dtype))
-    complex_ = xp.isdtype(work, "complex floating")
+    complex_ = _compat.isdtype(xp, work, "complex floating")
     passes = _compat.passes(xp)
     with _compat.errstate(xp):
         xm = _masked(xp, x, where)
