@@ -84,20 +84,18 @@ def _jax(request: pytest.FixtureRequest, path: str = "") -> Any:
     jnp = jax.numpy
     from lsekit._fast import jax as kernels
 
-    rest = _traced.rest(_traced.sum64, kernels._cond)
+    rest = _traced.rest(_traced.sum64, kernels._cond, apart=True)
     patch = request.getfixturevalue("monkeypatch")
     if path == "blocked":
         patch.setattr(kernels, "LARGE", 0)
         patch.setattr(kernels, "BLOCK", 1 << 10)
         patch.setattr(kernels, "SLOW_BLOCK", 64)
-        rest = _traced.rest(kernels._split, kernels._cond)
+        rest = _traced.rest(kernels._split, kernels._cond, apart=True)
     elif path == "parts":
         patch.setattr(kernels, "LONG", 16)
         patch.setattr(kernels, "SHORT", 2)
 
-        def rest(xp: Any, x2: Any, m: Any) -> Any:
-            parts = kernels._parts(x2.shape[1])
-            return _traced.rest(_traced.sum64, kernels._cond, parts)(xp, x2, m)
+        rest = _traced.rest(_traced.sum64, kernels._cond, kernels._parts, apart=True)
 
     def run(f: Callable[..., Any], *arrays: np.ndarray) -> Any:
         # jax.jit keeps a function's traces: a fresh one for the patched
@@ -304,6 +302,51 @@ def test_kernel(compiler, kind):
                 must += 1
                 assert ok[i], f"{batch.labels[i]}: {kind} not certified"
     assert must > 0, f"no row of the families must be certified for {kind}"
+
+
+def _high_maxima() -> np.ndarray:
+    """Rows of 50 entries whose maxima all lie in ``[UNSHIFTED_LOW,
+    UNSHIFTED_HIGH]``: spreads of every width under maxima from the low
+    bound to the high one, one term dominating (the others 30 to 100
+    below), entries whose exp falls below float32's normal range or is
+    0, ``-inf``, ties at the maximum."""
+    rng = np.random.default_rng(3)
+    top = np.linspace(_traced.UNSHIFTED_LOW, _traced.UNSHIFTED_HIGH, 12)
+    x = (
+        top[:, None]
+        - np.abs(rng.normal(0.0, 1.0, (12, 50))) * np.geomspace(0.01, 30.0, 12)[:, None]
+    )
+    x[:, 0] = top
+    dominant = top[:, None] - rng.uniform(30.0, 100.0, (12, 50))
+    dominant[:, 7] = top
+    x = np.concatenate([x, dominant])
+    x[::3, 11] = -np.inf
+    x[1::3, 12:14] = x[1::3, 12:13] - 95.0
+    x[2::3, 20] = x[2::3].max(axis=1)
+    return x.astype(F32)
+
+
+def _low_maxima() -> np.ndarray:
+    """Rows ``[v, v - 30]`` with ``v`` below ``UNSHIFTED_LOW``: their
+    log-sum-exp is about ``v``, whose ulp is too fine for the unshifted
+    terms' rounding (1.56 ulps for one of these, measured under both
+    compilers)."""
+    v = np.linspace(0.25, 4.4, 64)
+    return np.stack([v, v - 30.0], axis=1).astype(F32)
+
+
+@pytest.mark.parametrize("maxima", ["high", "low"])
+def test_logsumexp_unshifted(compiler, maxima):
+    """Where every row's maximum lies in ``[UNSHIFTED_LOW,
+    UNSHIFTED_HIGH]``, the traced logsumexp sums the unshifted ``exp(x)``
+    and certifies every row; the rows' results hold the bound, as do those
+    of rows with smaller maxima, which take the shifted sum."""
+    x = _high_maxima() if maxima == "high" else _low_maxima()
+    kernel = _kernel(compiler.xp, "logsumexp", compiler.rest)
+    got, ok = compiler.run(kernel, x)
+    assert ok.all()
+    batch = Batch([f"{maxima}[{i}]" for i in range(len(x))], x, np.zeros(len(x)))
+    _check(compiler, "logsumexp", batch, got, ok)
 
 
 PUBLIC: dict[str, Callable[..., Any]] = {

@@ -21,6 +21,11 @@ maximum is not finite, or whose terms fall below float32's normal range,
 are not certified; where any row is not, the guard runs the standard-only
 path instead, on every row.
 
+``logsumexp`` alone needs no more than an absolute error under half an
+ulp of its result: where every row's maximum is large enough that the
+result's ulp is (4.5 and more), it sums the unshifted ``exp(x)``, nothing
+to undo, in a pass that costs what the peers' does (see ``logsumexp``).
+
 Every function takes the namespace ``xp`` and 2-D float32 rows.
 """
 
@@ -74,13 +79,6 @@ def terms(xp: ModuleType, x2: Any, m: Any) -> tuple[Any, Any]:
     return d, xp.where(e > 0, e + e * r, e)
 
 
-Rest = Callable[[ModuleType, Any, Any], tuple[Any, Any]]
-"""``rest(xp, x2, m)``: ``(t, ok)``, each row's sum of its ``terms`` other
-than the maximum's (``x - m`` rounds to 0 there), in float64, and the rows
-where its rounding is within ``2**-27 t``; ``m`` the maxima, as a
-column."""
-
-
 Total = Callable[[ModuleType, Any], tuple[Any, int]]
 """``total(xp, e)``: the row sums of float32 terms ``e`` in float64, and
 their rounding, in ulps of the sum, at most in any order of summation."""
@@ -95,8 +93,15 @@ def sum64(xp: ModuleType, e: Any) -> tuple[Any, int]:
     return xp.sum(xp.astype(e, xp.float64), axis=1), e.shape[1] - 1
 
 
-def rest(total: Total, cond: Cond, parts: int = 1) -> Rest:
-    """``Rest`` from one float64 sum of every term, the maximum's 1 among
+class Rest:
+    """The float64 sums of a library's rows: ``rest(xp, x2, m)`` gives
+    ``(t, ok)``, each row's sum of its ``terms`` other than the maximum's
+    (``x - m`` rounds to 0 there), and the rows where its rounding is
+    within ``2**-27 t``; ``m`` the maxima, as a column. ``whole(xp, x2)``
+    sums the unshifted ``exp(x)`` (see ``logsumexp``); ``cond`` is the
+    library's.
+
+    ``t`` comes from one float64 sum of every term, the maximum's 1 among
     them, less 1: a compiler fuses it with the terms, where a mask or a
     count in the same pass would cost a pass of its own (XLA: several).
     Its rounding, ``depth`` ulps of ``1 + t`` at most, is within ``2**-27
@@ -108,40 +113,87 @@ def rest(total: Total, cond: Cond, parts: int = 1) -> Rest:
     elsewhere ``t >= 1/2``, and the first sum's rounding is within ``3
     depth`` ulps of ``t``.
 
-    With ``parts``, a divisor of the rows' length, each row is summed as
-    that many rows of its consecutive entries, whose sums are then added
-    (``parts - 1`` roundings more): XLA's CPU float64 reduction of a long
-    row runs several times slower than of the same entries in shorter
-    rows (see ``jax.py``)."""
+    With ``parts`` (a row's length gives a divisor of it), each row is
+    summed as that many rows of its consecutive entries, whose sums are
+    then added (``parts - 1`` roundings more): XLA's CPU float64 reduction
+    of a long row runs several times slower than of the same entries in
+    shorter rows (see ``jax.py``).
+    """
 
-    def run(xp: ModuleType, x2: Any, m: Any) -> tuple[Any, Any]:
+    def __init__(
+        self,
+        total: Total,
+        cond: Cond,
+        parts: Callable[[int], int] | None = None,
+        apart: bool = False,
+    ) -> None:
+        self.total = total
+        self.cond = cond
+        self.parts = parts
+        self.apart = apart
+
+    def _split(
+        self, xp: ModuleType, x2: Any, m: Any
+    ) -> tuple[Any, Any, Callable[[Any], Any], int]:
+        """``x2`` as the rows of its parts, each part's maximum ``m``, what
+        adds their sums up per row, and the number of parts."""
         rows, n = x2.shape
-        if parts > 1:
-            x2 = xp.reshape(x2, (rows * parts, n // parts))
-            m = xp.reshape(xp.broadcast_to(m[:, None, :], (rows, parts, 1)), (-1, 1))
+        parts = 1 if self.parts is None else self.parts(n)
+        if parts == 1:
+            return x2, m, lambda s: s, 1
 
         def added(s: Any) -> Any:
-            return s if parts == 1 else xp.sum(xp.reshape(s, (rows, parts)), axis=1)
+            return xp.sum(xp.reshape(s, (rows, parts)), axis=1)
 
+        m = xp.reshape(xp.broadcast_to(m[:, None, :], (rows, parts, 1)), (-1, 1))
+        return xp.reshape(x2, (rows * parts, n // parts)), m, added, parts
+
+    def whole(self, xp: ModuleType, x2: Any, m: Any) -> tuple[Any, int]:
+        """Each row's float64 sum of ``exp(x)``, and its rounding in ulps
+        of the sum, at most, in any order of summation; ``m`` the maxima,
+        as a column."""
+        x2, m, added, parts = self._split(xp, x2, m)
+        if self.apart:
+            # min(x, m) is x, and keeps the sum apart from the maxima's
+            # reduction, with which XLA's CPU runtime would fuse it into
+            # one loop several times slower (at 128x32000: 14.8 ms against
+            # 3.0); Inductor's loops run slower with it (4.8 ms against
+            # 2.2 at 512x8192).
+            x2 = xp.minimum(x2, m)
+        s, depth = self.total(xp, xp.exp(x2))
+        return added(s), depth + parts - 1
+
+    def __call__(self, xp: ModuleType, x2: Any, m: Any) -> tuple[Any, Any]:
+        x2, m, added, parts = self._split(xp, x2, m)
         _, e = terms(xp, x2, m)
-        s, depth = total(xp, e)
+        s, depth = self.total(xp, e)
         full = added(s) - 1.0
         depth += parts - 1
 
         def others() -> Any:
             d, e = terms(xp, x2, m)
-            s, _ = total(xp, xp.where(d == 0, xp.zeros_like(e), e))
+            s, _ = self.total(xp, xp.where(d == 0, xp.zeros_like(e), e))
             return xp.where(full >= 0.5, full, added(s))
 
         ok = full >= depth * 2.0**-26 * (1.0 + full)
         # A branch's result may not be a value from outside it
         # (torch.cond): the copy is of one value per row.
-        t = cond(ok, lambda: full * 1.0, others)
+        t = self.cond(ok, lambda: full * 1.0, others)
         if depth > LONGEST:
             return t, xp.zeros_like(ok)
         return t, xp.isfinite(t)
 
-    return run
+
+def rest(
+    total: Total,
+    cond: Cond,
+    parts: Callable[[int], int] | None = None,
+    apart: bool = False,
+) -> Rest:
+    """``Rest`` by ``total`` and ``cond``; ``parts(n)``, where given, the
+    number of parts to sum a row of ``n`` entries in; ``apart``: the sum
+    of ``whole`` depends on the maxima (XLA)."""
+    return Rest(total, cond, parts, apart)
 
 
 def stats(xp: ModuleType, x2: Any, rest: Rest) -> tuple[Any, Any, Any]:
@@ -149,20 +201,56 @@ def stats(xp: ModuleType, x2: Any, rest: Rest) -> tuple[Any, Any, Any]:
     its other terms ``exp(x - m)`` in float64 (by ``rest``), and the
     certified rows."""
     m = xp.max(x2, axis=1, keepdims=True)
+    t, ok = _others(xp, x2, m, rest)
+    return m, t, ok
+
+
+def _others(xp: ModuleType, x2: Any, m: Any, rest: Rest) -> tuple[Any, Any]:
+    """``stats``' ``(t, ok)`` of rows with the maxima ``m``."""
     t, ok = rest(xp, x2, m)
     # Terms below float32's smallest normal number are flushed to 0 (XLA)
     # or keep fewer digits: (n - 1) 2**-126 lost at most, within 2**-27 t
     # where t >= (n - 1) 2**-99.
     ok = ok & (t >= (x2.shape[1] - 1) * 2.0**-99)
-    return m, t, ok & xp.isfinite(m[:, 0])
+    return t, ok & xp.isfinite(m[:, 0])
+
+
+# logsumexp sums the unshifted exp(x) where every row's maximum lies within
+# these bounds (see ``logsumexp``).
+UNSHIFTED_LOW = 4.5
+UNSHIFTED_HIGH = 80.0
 
 
 def logsumexp(xp: ModuleType, x2: Any, rest: Rest) -> tuple[Any, Any]:
-    """Each row's log-sum-exp, in float64, and the certified rows."""
-    m, t, ok = stats(xp, x2, rest)
-    out = xp.astype(m[:, 0], xp.float64) + xp.log1p(t)
+    """Each row's log-sum-exp, in float64, and the certified rows.
+
+    Where every row's maximum ``m`` lies in ``[UNSHIFTED_LOW,
+    UNSHIFTED_HIGH]``, as a classifier's logits' mostly do, the float64
+    sum is of the unshifted ``exp(x)``, whose argument is exact, and ``m +
+    log1p(sum exp(-m) - 1)`` is the result: no shift to undo, a pass as
+    cheap as the peers'. Each term is then off by up to ``EXP_ULPS`` ulps,
+    the maximum's too, so that the result is off by ``EXP_ULPS 2**-23``
+    at most, absolutely, plus the sum's rounding (``depth 2**-53``, at
+    most ``2**-29``) and the terms flushed below float32's smallest
+    normal number (``n 2**-126 exp(-m)``, under ``2**-90``): within half
+    an ulp (``2**-22`` or more) of a result of 4 or more, which the result,
+    at least ``m``, is. No term overflows. Elsewhere the sum is of the
+    shifted terms (``stats``), whose rounding is relative to ``t``.
+    """
+    m = xp.max(x2, axis=1, keepdims=True)
+    top = xp.astype(m[:, 0], xp.float64)
+    unshifted = (top >= UNSHIFTED_LOW) & (top <= UNSHIFTED_HIGH)
+
+    def whole() -> tuple[Any, Any]:
+        s, depth = rest.whole(xp, x2, m)
+        t = s * xp.exp(-top) - 1.0
+        ok = xp.isfinite(t)
+        return t, (ok if depth <= LONGEST else xp.zeros_like(ok))
+
+    t, ok = rest.cond(unshifted, whole, lambda: _others(xp, x2, m, rest))
+    out = top + xp.log1p(t)
     k = _bounds.rounding_factor(EXP_ULPS, 32)
-    return out, ok & (xp.abs(out) * (1.0 + t) >= k * t)
+    return out, ok & (xp.all(unshifted) | (xp.abs(out) * (1.0 + t) >= k * t))
 
 
 def normalised(xp: ModuleType, x2: Any, m: Any, t: Any, kind: str) -> Any:

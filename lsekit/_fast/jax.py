@@ -152,11 +152,11 @@ def _rowwise(f: Callable[..., Any], *rows: Any) -> Any:
     per = _block_rows(nrows, n)
     parts = _parts(n)
     if per is None:
-        return f(*rows, _traced.rest(_traced.sum64, _cond, parts))
+        return f(*rows, _traced.rest(_traced.sum64, _cond, _parts, apart=True))
     lax = importlib.import_module("jax.lax")
     blocks = tuple(r.reshape(nrows // per, per, *r.shape[1:]) for r in rows)
     total = _split if parts == 1 else _traced.sum64
-    rest = _traced.rest(total, _cond, parts)
+    rest = _traced.rest(total, _cond, _parts, apart=True)
     out = lax.map(lambda block: f(*block, rest), blocks)
     return tuple(o.reshape(nrows, *o.shape[2:]) for o in out)
 
