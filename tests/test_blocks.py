@@ -140,22 +140,34 @@ def test_cross_entropy(bk, blocked, monkeypatch, dtype):
 
 
 LOW = {np.float32: (-200.0, -95.0, -86.9), np.float64: (-800.0, -720.0, -707.9)}
+# Entries of a row whose softmax divisor is about 1: one whose exp is
+# normal, by a little; the lowest whose exp rounds to the smallest
+# subnormal number; the highest whose exp rounds to 0.
+EDGES = {
+    np.float32: (-87.2, -103.9, -104.1),
+    np.float64: (-708.2, -744.5, -745.5),
+}
 
 
 def _far_below(dtype: type, masked: bool = True) -> np.ndarray:
     """The rows of ``_data`` with entries far below their maxima, within
     the first slice of each: ``-inf`` (a mask) and one whose exp underflows
     to 0 if ``masked``, otherwise two whose exp is subnormal; one more of
-    those, and one just above the kernels' FLOOR; and a last row entirely
-    below it, as the log-probabilities of a long sequence are."""
+    those, and one just above the kernels' FLOOR; a row of log-probabilities
+    (maximum 0, the others' sum far below 1) with the ``EDGES``; and a last
+    row entirely below FLOOR, as the log-probabilities of a long sequence
+    are."""
     x = _data(dtype)
     x[:, 11:14] = LOW[dtype]
     if masked:
         x[:, 10] = -np.inf
     else:
         x[:, 10:12] = LOW[dtype][1]
+    edges = np.full((1, NCOLS), -30.0)
+    edges[0, 0] = 0.0
+    edges[0, 20:23] = EDGES[dtype]
     last = x[-1:] - (1000.0 if dtype == np.float32 else 2000.0)
-    return np.concatenate([x, last]).astype(dtype)
+    return np.concatenate([x, edges, last]).astype(dtype)
 
 
 def _floored(blocked, x: np.ndarray) -> bool:
@@ -174,7 +186,8 @@ def test_entries_far_below_the_maximum(bk, blocked, monkeypatch, dtype, kind, ma
     FLOOR before exp where the library's exp is slow on them (``floored``),
     but for softmax, which writes those exponentials out; the results hold
     against mpmath, the row below FLOOR included (the path above recomputes
-    it)."""
+    it), and softmax's quotients below the smallest normal number are
+    within the dtype's smallest subnormal number of the exact ones."""
     npdt = DTYPES[dtype]
     func = {"logsumexp": logsumexp, "log_softmax": log_softmax, "softmax": softmax}
     x, got = _run(
@@ -188,6 +201,7 @@ def test_entries_far_below_the_maximum(bk, blocked, monkeypatch, dtype, kind, ma
     )
     floored = kind != "softmax" and _floored(blocked, x)
     assert {f is not None for f in blocked[3]} == {floored}
+    tiny = np.finfo(npdt).smallest_subnormal
     for row, g in zip(x, got, strict=True):
         if kind == "logsumexp":
             assert ulp_error(g, exact_logsumexp(row), npdt) <= 1.0, row
@@ -195,6 +209,7 @@ def test_entries_far_below_the_maximum(bk, blocked, monkeypatch, dtype, kind, ma
         exact = exact_log_softmax(row) if kind == "log_softmax" else exact_softmax(row)
         for v, e in zip(g, exact, strict=True):
             if kind == "softmax" and e < np.finfo(npdt).smallest_normal:
+                assert abs(mpmath.mpf(float(v)) - e) <= tiny, (row, v, e)
                 continue
             assert ulp_error(v, e, npdt) <= 4.0, (row, v, e)
 
@@ -205,7 +220,7 @@ def test_loss_with_entries_far_below_the_maximum(
     bk, blocked, monkeypatch, dtype, masked
 ):
     """The loss of those rows, targets among the low entries included."""
-    target = np.array([0, 12, 13, 3, 33, 11, 49, 5])
+    target = np.array([0, 12, 13, 3, 33, 11, 49, 21, 5])
     data = functools.partial(_far_below, masked=masked)
     x = _check_loss(bk, blocked, monkeypatch, dtype, target, data)
     assert {f is not None for f in blocked[3]} == {_floored(blocked, x)}
