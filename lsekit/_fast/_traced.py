@@ -97,9 +97,9 @@ class Rest:
     """The float64 sums of a library's rows: ``rest(xp, x2, m)`` gives
     ``(t, ok)``, each row's sum of its ``terms`` other than the maximum's
     (``x - m`` rounds to 0 there), and the rows where its rounding is
-    within ``2**-27 t``; ``m`` the maxima, as a column. ``whole(xp, x2)``
-    sums the unshifted ``exp(x)`` (see ``logsumexp``); ``cond`` is the
-    library's.
+    within ``2**-27 t``; ``m`` the maxima, as a column. ``whole(xp, x2,
+    m)`` sums the unshifted ``exp(x)`` (see ``logsumexp``); ``cond`` is
+    the library's.
 
     ``t`` comes from one float64 sum of every term, the maximum's 1 among
     them, less 1: a compiler fuses it with the terms, where a mask or a
