@@ -58,7 +58,7 @@ def _logits(shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]
     return x, masked.astype(np.float32), y
 
 
-def _torch(compiled: bool) -> tuple[Callable[..., Any], dict[str, Any], Any]:
+def torch_pairs(compiled: bool) -> tuple[Callable[..., Any], dict[str, Any], Any]:
     import torch
     import torch.nn.functional as F
 
@@ -77,7 +77,7 @@ def _torch(compiled: bool) -> tuple[Callable[..., Any], dict[str, Any], Any]:
     return torch.from_numpy, pairs, lambda out: out
 
 
-def _jax() -> tuple[Callable[..., Any], dict[str, Any], Any]:
+def jax_pairs() -> tuple[Callable[..., Any], dict[str, Any], Any]:
     os.environ.setdefault("JAX_PLATFORMS", "cpu")
     import jax
 
@@ -98,29 +98,52 @@ def _jax() -> tuple[Callable[..., Any], dict[str, Any], Any]:
     return jnp.asarray, pairs, jax.block_until_ready
 
 
-def _call(wait: Any, f: Any, x: Any, y: Any) -> Callable[[], Any]:
+def waited(wait: Any, f: Any, x: Any, y: Any) -> Callable[[], Any]:
     """``f(x, y)``, waited for."""
     return lambda: wait(f(x, y))
 
 
+def medians(calls: list[Callable[[], Any]], repeats: int) -> list[float]:
+    """Each call's median time, in seconds: a warm-up call of each (which
+    compiles it), then the calls alternated over ``repeats``."""
+    for call in calls:
+        call()
+    first = [timing.time_once(call, time.perf_counter) for call in calls]
+    inner = [timing.batch_size(s) for s in first]
+    return [timing.median(t) for t in timing.alternate(calls, repeats, inner)]
+
+
+def add_options(parser: argparse.ArgumentParser, backends: tuple[str, ...]) -> None:
+    """``--shape``, ``--repeats``, ``--backend`` among ``backends`` and
+    ``--quick``, for ``sizes``."""
+    parser.add_argument("--shape", default="512x8192")
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--backend", nargs="+", choices=backends, default=backends)
+    parser.add_argument("--quick", action="store_true")
+
+
+def sizes(args: argparse.Namespace) -> tuple[tuple[int, int], int]:
+    """The shape and the number of repeats the options ask for."""
+    if args.quick:
+        return (64, 600), 3
+    n, c = (int(v) for v in args.shape.split("x"))
+    return (n, c), args.repeats
+
+
 def _rows(backend: str, shape: tuple[int, int], repeats: int) -> list[str]:
     if backend == "jax":
-        convert, pairs, wait = _jax()
+        convert, pairs, wait = jax_pairs()
     else:
-        convert, pairs, wait = _torch(backend == "torch_compile")
+        convert, pairs, wait = torch_pairs(backend == "torch_compile")
     x, masked, y = (convert(a) for a in _logits(shape))
     rows = []
     for name, (ours, peer) in pairs.items():
         calls = [
-            _call(wait, ours, masked, y),
-            _call(wait, ours, x, y),
-            _call(wait, peer, masked, y),
+            waited(wait, ours, masked, y),
+            waited(wait, ours, x, y),
+            waited(wait, peer, masked, y),
         ]
-        for call in calls:
-            call()  # the warm-up, which compiles
-        first = [timing.time_once(call, time.perf_counter) for call in calls]
-        inner = [timing.batch_size(s) for s in first]
-        a, b, c = (timing.median(t) for t in timing.alternate(calls, repeats, inner))
+        a, b, c = medians(calls, repeats)
         rows.append(
             f"| {backend} | {name} | {a * 1e3:.3f} | {b * 1e3:.3f} | "
             f"{c * 1e3:.3f} | {timing.ratio(a, c):.2f} |"
@@ -130,15 +153,9 @@ def _rows(backend: str, shape: tuple[int, int], repeats: int) -> list[str]:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--shape", default="512x8192")
-    parser.add_argument("--repeats", type=int, default=7)
-    parser.add_argument("--backend", nargs="+", choices=BACKENDS, default=BACKENDS)
-    parser.add_argument("--quick", action="store_true")
+    add_options(parser, BACKENDS)
     args = parser.parse_args(argv)
-    n, c = (int(v) for v in args.shape.split("x"))
-    repeats = args.repeats
-    if args.quick:
-        (n, c), repeats = (64, 600), 3
+    (n, c), repeats = sizes(args)
     print(
         f"{n}x{c} float32, a causal mask of -inf; {os.cpu_count()} CPUs, "
         f"{platform.processor() or platform.machine()}; {repeats} repeats\n"

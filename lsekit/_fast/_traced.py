@@ -25,12 +25,21 @@ path instead, on every row.
 ulp of its result: where every row's maximum is large enough that the
 result's ulp is (4.5 and more), it sums the unshifted ``exp(x)``, nothing
 to undo, in a pass that costs what the peers' does (see ``logsumexp``).
+Where its result lies so near 0 that float32 terms' rounding is too
+coarse for some row (small logits, ten classes, a causal mask's short
+rows), it takes float64 terms, ``exp(x - c)`` in float64, in one more pass
+(see ``_wide``), before the guard gives up.
+
+A row whose other entries are all ``-inf`` has ``t = 0``, exactly: its
+sum of other terms tells it apart from a row whose other terms were
+flushed below float32's normal range (see ``_others``).
 
 Every function takes the namespace ``xp`` and 2-D float32 rows.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from types import ModuleType
 from typing import Any
@@ -163,6 +172,14 @@ class Rest:
         s, depth = self.total(xp, xp.exp(x2))
         return added(s), depth + parts - 1
 
+    def wide(self, xp: ModuleType, x2: Any, c: Any) -> tuple[Any, int]:
+        """Each row's float64 sum of ``exp(x - c)``, in float64 throughout,
+        and its rounding in ulps of the sum, at most, in any order of
+        summation; ``c`` a float64 column."""
+        x2, c, added, parts = self._split(xp, x2, c)
+        s, depth = self.total(xp, xp.exp(xp.astype(x2, xp.float64) - c))
+        return added(s), depth + parts - 1
+
     def __call__(self, xp: ModuleType, x2: Any, m: Any) -> tuple[Any, Any]:
         x2, m, added, parts = self._split(xp, x2, m)
         _, e = terms(xp, x2, m)
@@ -172,6 +189,15 @@ class Rest:
 
         def others() -> Any:
             d, e = terms(xp, x2, m)
+            # A term far below the maximum, whose exp is flushed to 0 or
+            # keeps fewer digits, counts as 2**-120 (see ``_others``), a
+            # float32 number: float64 terms would make XLA write them out
+            # whole, at a cost paid even where this branch does not run.
+            # The constants are literals: under dynamic shapes, Dynamo
+            # hands a module's float to a torch.cond branch as a tensor,
+            # which Inductor then fails to read.
+            far = xp.astype(d > -xp.inf, e.dtype) * 2.0**-120
+            e = xp.where(d < -87.3, far, e)
             s, _ = self.total(xp, xp.where(d == 0, xp.zeros_like(e), e))
             return xp.where(full >= 0.5, full, added(s))
 
@@ -209,9 +235,12 @@ def _others(xp: ModuleType, x2: Any, m: Any, rest: Rest) -> tuple[Any, Any]:
     """``stats``' ``(t, ok)`` of rows with the maxima ``m``."""
     t, ok = rest(xp, x2, m)
     # Terms below float32's smallest normal number are flushed to 0 (XLA)
-    # or keep fewer digits: (n - 1) 2**-126 lost at most, within 2**-27 t
-    # where t >= (n - 1) 2**-99.
-    ok = ok & (t >= (x2.shape[1] - 1) * 2.0**-99)
+    # or keep fewer digits, 2**-126 each at most; where a row's t is small,
+    # its sum counts them as 2**-120 each (see ``Rest``): (n - 1) 2**-120
+    # off at most, within 2**-27 t where t >= (n - 1) 2**-93. A t of 0 is
+    # exact: the row's other entries are all -inf (a causal mask's first
+    # row), and those of a row that holds other terms add up to more.
+    ok = ok & ((t == 0) | (t >= (x2.shape[1] - 1) * 2.0**-93))
     return t, ok & xp.isfinite(m[:, 0])
 
 
@@ -250,7 +279,57 @@ def logsumexp(xp: ModuleType, x2: Any, rest: Rest) -> tuple[Any, Any]:
     t, ok = rest.cond(unshifted, whole, lambda: _others(xp, x2, m, rest))
     out = top + xp.log1p(t)
     k = _bounds.rounding_factor(EXP_ULPS, 32)
-    return out, ok & (xp.all(unshifted) | (xp.abs(out) * (1.0 + t) >= k * t))
+    ok = ok & (xp.all(unshifted) | (xp.abs(out) * (1.0 + t) >= k * t))
+
+    # Float64 terms cannot certify a row whose result is nearer 0 than
+    # their rounding (see ``_wide``; its sum's at least 2 sqrt(n) - 2 ulps):
+    # a batch that holds one goes to the guard's standard-only path
+    # without their pass. (Only a matter of time: ``out`` may be off.)
+    reach = (2.0 * math.sqrt(x2.shape[1]) + xp.abs(top)) * 2.0**-29
+    hopeless = xp.any(~ok & (xp.abs(out) < reach))
+
+    def wide() -> tuple[Any, Any]:
+        near, good = _wide(xp, x2, top, rest)
+        return xp.where(ok, out, near), ok | good
+
+    skip = ok | hopeless
+    out, ok = rest.cond(skip, lambda: (out * 1.0, ok & skip), wide)
+    return out, ok
+
+
+def _wide(xp: ModuleType, x2: Any, top: Any, rest: Rest) -> tuple[Any, Any]:
+    """``logsumexp``'s rows from float64 terms, and those certified: for
+    rows whose float32 terms' rounding is too coarse for their result.
+
+    The terms are ``exp(x - c)``, ``c`` the maximum rounded to an integer,
+    and ``c + log(sum)`` the result. In units of ``2**-53``, relative to
+    the sum:
+
+    - ``x - c`` is exact in float64 unless ``|c| > 2**28 |x|``, and then
+      rounded by ``|c|`` at most;
+    - the float64 exp of XLA and of Inductor on the CPU is within 1.69
+      and 0.84 ulps (measured), taken as 3 ulps: 6, and 1 for the terms
+      below float64's normal range, ``n 2**-1022`` at most against a sum
+      of at least ``exp(-1/2)``;
+    - the sum rounds by ``depth``, 1% more for the products of these
+      errors.
+
+    Then ``log`` adds an ulp of ``|log(sum)|`` (0.52 and 0.75 measured),
+    and the last addition half an ulp of the result: ``err`` bounds the
+    result's error, absolutely, and is within half a float32 ulp of a
+    result ``|out| >= 2**25 err``, about ``(n + |c|) 2**-28``.
+    """
+    finite = xp.isfinite(top)
+    c = xp.round(xp.where(finite, top, xp.zeros_like(top)))
+    s, depth = rest.wide(xp, x2, c[:, None])
+    log = xp.log(s)
+    out = c + log
+    # Literal constants (see ``Rest``'s other terms): this runs within a
+    # branch.
+    relative = (depth + 7.0 + 1.01 * xp.abs(c)) * 1.01
+    err = (relative + 2.0 * xp.abs(log) + xp.abs(out)) * 2.0**-53
+    good = finite & xp.isfinite(out) & (xp.abs(out) * 2.0**-25 >= err)
+    return out, good
 
 
 def normalised(xp: ModuleType, x2: Any, m: Any, t: Any, kind: str) -> Any:
