@@ -446,6 +446,75 @@ def test_masked_rows(compiler, kind):
     _check(compiler, kind, batch, got, ok)
 
 
+SHORT_LENGTHS = (2, 3, 5, 10, _traced.SHORT_ROW)
+
+
+def _short_rows(n: int) -> np.ndarray:
+    """Rows of ``n`` entries, whose ``logsumexp`` the kernels take from
+    float64 terms at once: logits, ties at the maximum (two, and three),
+    the other entries all ``-inf``, two finite entries, and the others 20
+    to 60 below the maximum."""
+    rng = np.random.default_rng(9)
+    x = rng.normal(0.0, 3.0, (6, n))
+    x[1, : min(n, 3)] = x[1].max()
+    x[2, :2] = x[2].max()
+    x[3, 1:] = -np.inf
+    x[4, 2:] = -np.inf
+    x[5, 1:] = x[5, 0] - np.linspace(20.0, 60.0, n - 1)
+    return x.astype(F32)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_short_rows(compiler, kind):
+    """Short rows are certified and within their bound, ties at the
+    maximum and rows of one finite entry among them; rows whose other
+    terms were flushed below float32's normal range are not, but by
+    ``logsumexp``'s float64 terms."""
+    kernel = _kernel(compiler.xp, kind, compiler.rest)
+    for n in SHORT_LENGTHS:
+        x = _short_rows(n)
+        batch = Batch([f"n={n}[{i}]" for i in range(len(x))], x, np.argmax(x, axis=1))
+        args = (x, batch.target) if kind == "cross_entropy" else (x,)
+        got, ok = compiler.run(kernel, *args)
+        assert ok.all(), f"n={n}: rows {np.flatnonzero(~ok)} not certified"
+        _check(compiler, kind, batch, got, ok)
+    far = np.full((2, 4), -np.inf, dtype=F32)
+    far[:, 0] = 2.0
+    far[0, 1], far[1, 1:3] = 2.0 - 100.0, 2.0 - 95.0
+    batch = Batch(["far[0]", "far[1]"], far, np.zeros(2, dtype=np.int64))
+    args = (far, batch.target) if kind == "cross_entropy" else (far,)
+    got, ok = compiler.run(kernel, *args)
+    assert ok.all() if kind == "logsumexp" else not ok.any()
+    _check(compiler, kind, batch, got, ok)
+
+
+def test_log1p(compiler):
+    """The kernels' ``log1p`` by ``log``, compiled: within 5 float64 ulps
+    of the exact value from 0 to the largest float64 (mpmath), ``inf`` at
+    ``inf`` and NaN at NaN."""
+    tiny = np.finfo(np.float64).smallest_normal
+    t = np.concatenate(
+        [
+            [0.0, 2.0**-1074, tiny, 1e-300, 2.0**-60, 2.0**-53, 2.0**-52, 3 * 2.0**-53],
+            np.geomspace(1e-12, 1e12, 401),
+            [0.7499999999999999, 0.75, 0.7500000000000001, 1.0, 2.0, 1e300],
+            [np.finfo(np.float64).max],
+        ]
+    )
+    got = compiler.run(lambda v: _traced.log1p(compiler.xp, v), t)
+    for v, g in zip(t, got, strict=True):
+        exact = mpmath.log1p(mpmath.mpf(float(v)))
+        if compiler.flushes and g == 0.0 and exact < tiny:
+            continue
+        ulps = abs(mpmath.mpf(float(g)) - exact) / float(np.spacing(float(exact)))
+        assert ulps <= 5, f"log1p({v!r}): {float(ulps):.2f} ulps"
+    special = compiler.run(
+        lambda v: _traced.log1p(compiler.xp, v), np.array([np.inf, np.nan])
+    )
+    assert special[0] == np.inf
+    assert np.isnan(special[1])
+
+
 PUBLIC: dict[str, Callable[..., Any]] = {
     "logsumexp": lambda x: logsumexp(x, axis=1),
     "log_softmax": lambda x: log_softmax(x, axis=1),
