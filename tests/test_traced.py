@@ -31,7 +31,7 @@ import pytest
 import backends
 from lsekit import cross_entropy, log_softmax, logsumexp, softmax
 from lsekit._compat import namespace
-from lsekit._fast import _traced
+from lsekit._fast import _bounds, _traced
 from tests.families import FAMILIES, rows
 from tests.support import (
     assert_gradient,
@@ -84,18 +84,20 @@ def _jax(request: pytest.FixtureRequest, path: str = "") -> Any:
     jnp = jax.numpy
     from lsekit._fast import jax as kernels
 
-    rest = _traced.rest(_traced.sum64, kernels._cond, apart=True)
+    rest = _traced.rest(_traced.sum64, kernels._cond)
     patch = request.getfixturevalue("monkeypatch")
     if path == "blocked":
         patch.setattr(kernels, "LARGE", 0)
         patch.setattr(kernels, "BLOCK", 1 << 10)
         patch.setattr(kernels, "SLOW_BLOCK", 64)
-        rest = _traced.rest(kernels._split, kernels._cond, apart=True)
+        rest = _traced.rest(kernels._split, kernels._cond)
     elif path == "parts":
         patch.setattr(kernels, "LONG", 16)
         patch.setattr(kernels, "SHORT", 2)
 
-        rest = _traced.rest(_traced.sum64, kernels._cond, kernels._parts, apart=True)
+        rest = _traced.rest(
+            _traced.sum64, kernels._cond, kernels._parts, fence=kernels._fence
+        )
 
     def run(f: Callable[..., Any], *arrays: np.ndarray) -> Any:
         # jax.jit keeps a function's traces: a fresh one for the patched
@@ -304,14 +306,13 @@ def test_kernel(compiler, kind):
     assert must > 0, f"no row of the families must be certified for {kind}"
 
 
-def _high_maxima() -> np.ndarray:
-    """Rows of 50 entries whose maxima all lie in ``[UNSHIFTED_LOW,
-    UNSHIFTED_HIGH]``: spreads of every width under maxima from the low
-    bound to the high one, one term dominating (the others 30 to 100
-    below), entries whose exp falls below float32's normal range or is
-    0, ``-inf``, ties at the maximum."""
+def _far_results(low: float, high: float) -> np.ndarray:
+    """Rows of 50 entries whose maxima lie in ``[low, high]``: spreads of
+    every width, one term dominating (the others 30 to 100 below it),
+    entries whose exp falls below float32's normal range or is 0,
+    ``-inf``, ties at the maximum."""
     rng = np.random.default_rng(3)
-    top = np.linspace(_traced.UNSHIFTED_LOW, _traced.UNSHIFTED_HIGH, 12)
+    top = np.linspace(low, high, 12)
     x = (
         top[:, None]
         - np.abs(rng.normal(0.0, 1.0, (12, 50))) * np.geomspace(0.01, 30.0, 12)[:, None]
@@ -327,25 +328,38 @@ def _high_maxima() -> np.ndarray:
 
 
 def _low_maxima() -> np.ndarray:
-    """Rows ``[v, v - 30]`` with ``v`` below ``UNSHIFTED_LOW``: their
-    log-sum-exp is about ``v``, whose ulp is too fine for the unshifted
-    terms' rounding (1.56 ulps for one of these, measured under both
-    compilers)."""
+    """Rows ``[v, v - 30]``, the rest ``-inf`` (20 entries, more than
+    ``SHORT_ROW``), with ``v`` below ``UNSHIFTED_LOW``: their log-sum-exp
+    is about ``v``, whose ulp is too fine for the unshifted terms'
+    rounding (1.56 ulps for one of these, measured under both compilers)."""
     v = np.linspace(0.25, 4.4, 64)
-    return np.stack([v, v - 30.0], axis=1).astype(F32)
+    x = np.full((64, 20), -np.inf)
+    x[:, 0], x[:, 1] = v, v - 30.0
+    return x.astype(F32)
 
 
-@pytest.mark.parametrize("maxima", ["high", "low"])
-def test_logsumexp_unshifted(compiler, maxima):
-    """Where every row's maximum lies in ``[UNSHIFTED_LOW,
-    UNSHIFTED_HIGH]``, the traced logsumexp sums the unshifted ``exp(x)``
-    and certifies every row; the rows' results hold the bound, as do those
-    of rows with smaller maxima, which take the shifted sum."""
-    x = _high_maxima() if maxima == "high" else _low_maxima()
+RESULTS = {
+    # Results of 5 and more, up to exp's range.
+    "high": lambda: _far_results(5.0, 80.0),
+    # Results of -5 and less, with terms down to float32's normal range.
+    "negative": lambda: _far_results(-50.0, -9.0),
+    "low": _low_maxima,
+}
+
+
+@pytest.mark.parametrize("results", list(RESULTS))
+def test_logsumexp_unshifted(compiler, results):
+    """Where every row's result is at least ``UNSHIFTED_LOW`` in
+    magnitude, the traced logsumexp takes the log of the sum of the
+    unshifted ``exp(x)`` and certifies every row; the rows' results hold
+    the bound, as do those of rows with smaller results, which take the
+    shifted sum (the unshifted terms' rounding would reach 1.56 ulps
+    there)."""
+    x = RESULTS[results]()
     kernel = _kernel(compiler.xp, "logsumexp", compiler.rest)
     got, ok = compiler.run(kernel, x)
     assert ok.all()
-    batch = Batch([f"{maxima}[{i}]" for i in range(len(x))], x, np.zeros(len(x)))
+    batch = Batch([f"{results}[{i}]" for i in range(len(x))], x, np.zeros(len(x)))
     _check(compiler, "logsumexp", batch, got, ok)
 
 
@@ -513,6 +527,58 @@ def test_log1p(compiler):
     )
     assert special[0] == np.inf
     assert np.isnan(special[1])
+
+
+@functools.cache
+def _two_passes(xp: Any, rest: Any) -> Callable[..., Any]:
+    def divided(x: Any) -> Any:
+        s, ok = _traced.divisors(xp, x, rest)
+        return _traced.divided(xp, x, s), ok
+
+    return divided
+
+
+def _edges() -> np.ndarray:
+    """Rows of 4 at the edges of the two passes' certificate: a maximum of
+    0 over terms flushed or subnormal; one just under 0, whose sum of
+    exponentials is under 1; maxima of 80, and of 88.5 twice (a sum of
+    ``2**128.7``), and 89 (exp overflows); a NaN; ``inf``; all ``-inf``."""
+    x = np.full((8, 4), -np.inf)
+    x[0] = [0.0, -87.5, -100.0, -3.0]
+    x[1, :2] = [-0.01, -200.0]
+    x[2, :2] = [80.0, 0.0]
+    x[3, :2] = [88.5, 88.5]
+    x[4, :2] = [89.0, 0.0]
+    x[5, :2] = [np.nan, 0.0]
+    x[6, :2] = [np.inf, 0.0]
+    return x.astype(F32)
+
+
+def test_softmax_two_passes(compiler):
+    """``softmax`` in two passes (``divisors``, then ``divided``), compiled:
+    every certified row within the bound; every row whose maximum lies in
+    ``[0, 80]`` certified; no row whose sum of exponentials is under 1 or
+    at least ``2**127``, or holds ``inf`` or NaN."""
+    kernel = _two_passes(compiler.xp, compiler.rest)
+    must = 0
+    edges = _edges()
+    edge = Batch([f"edge[{i}]" for i in range(len(edges))], edges, np.zeros(8, int))
+    for batch in [edge, *BATCHES]:
+        if batch.labels[0].endswith("target min"):
+            continue
+        got, ok = compiler.run(kernel, batch.x)
+        _check(compiler, "softmax", batch, got, ok)
+        x = batch.x.astype(np.float64)
+        with np.errstate(over="ignore", invalid="ignore"):
+            total = np.exp(x).sum(axis=1)
+        top = x.max(axis=1)
+        must_hold = (top >= 0.0) & (top <= 80.0)
+        must += int(must_hold.sum())
+        assert ok[must_hold].all(), f"not certified: {np.flatnonzero(must_hold & ~ok)}"
+        wrong = ~((total >= 1.0) & (total < 2.0**127))
+        assert not ok[wrong].any(), f"certified: {np.flatnonzero(wrong & ok)}"
+    assert must > 0
+    assert np.array_equal(compiler.run(kernel, edges)[1], [1, 0, 1, 0, 0, 0, 0, 0])
 
 
 PUBLIC: dict[str, Callable[..., Any]] = {
@@ -770,3 +836,10 @@ def test_gradient_at_special_values(compiler, kind, row):
     want = compiler.pull(kind, x, g, target)
     np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
     np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)
+
+
+def test_literals():
+    """The constants that the kernels write as literals within branches of
+    ``torch.cond`` (which takes no module's float) are those they stand
+    for."""
+    assert _bounds.rounding_factor(_traced.EXP_ULPS, 32) == 3.0

@@ -19,7 +19,7 @@ from typing import Any
 
 from . import _bounds
 
-__all__ = ["cross_entropy", "logsumexp", "normalised"]
+__all__ = ["cross_entropy", "direct", "logsumexp", "normalised"]
 
 # A sixteenth of an ulp of each dtype, relative.
 _SIXTEENTH = {32: 2.0**-28, 64: 2.0**-57}
@@ -32,6 +32,31 @@ def _block(a: Any, r0: int, r1: int, c0: int = 0, c1: int | None = None) -> Any:
     if r0 == 0 and r1 == rows and c0 == 0 and c1 in (None, cols):
         return a
     return a[r0:r1, c0:c1]
+
+
+def _geometry(ops: ModuleType, x2: Any, kind: str) -> tuple[int, int, Any, Any]:
+    """``(step_r, step_c, e_buf, floor)``: the rows and columns of a block,
+    its reused buffer, and the floor that ``ops.exp_into`` raises entries
+    to (None: none).
+
+    Entries whose exp is not a normal number (a mask's -inf, the
+    log-probabilities far below a row's maximum) can cost exp many times a
+    normal one: where the first block's smallest entry says so
+    (ops.floored), every block's entries are raised to FLOOR first, for a
+    pass of its own. softmax writes those exponentials out, and keeps
+    them.
+    """
+    nrows, n = x2.shape
+    width = max(1, ops.BLOCK_BYTES // ops.itemsize(x2))
+    step_r = max(1, width // n)
+    step_c = min(n, width)
+    e_buf = ops.empty((min(step_r, nrows), step_c), x2)
+    floor = None
+    if kind != "softmax":
+        below = ops.minimum(_block(x2, 0, min(nrows, step_r), 0, step_c))
+        if ops.floored(below, ops.bits(x2)):
+            floor = _bounds.FLOOR[ops.bits(x2)]
+    return step_r, step_c, e_buf, floor
 
 
 def _rows(
@@ -55,23 +80,8 @@ def _rows(
     total = ops.zeros64(nrows) if sums else None
     top = None
     subtracted = whole_sum = False
-    width = max(1, ops.BLOCK_BYTES // ops.itemsize(x2))
-    step_r = max(1, width // n)
-    step_c = min(n, width)
-    shape = (min(step_r, nrows), step_c)
-    e_buf = ops.empty(shape, x2)
+    step_r, step_c, e_buf, floor = _geometry(ops, x2, kind)
     whole = step_c == n
-    # Entries whose exp is not a normal number (a mask's -inf, the
-    # log-probabilities far below a row's maximum) can cost exp many times a
-    # normal one: where the first block's smallest entry says so
-    # (ops.floored), every block's entries are raised to FLOOR first, for a
-    # pass of its own. softmax writes those exponentials out, and keeps
-    # them.
-    floor = None
-    if kind != "softmax":
-        below = ops.minimum(_block(x2, 0, min(nrows, step_r), 0, step_c))
-        if ops.floored(below, ops.bits(x2)):
-            floor = _bounds.FLOOR[ops.bits(x2)]
     for r0 in range(0, nrows, step_r):
         r1 = min(nrows, r0 + step_r)
         # The maxima of a block of whole rows are taken while it is in
@@ -179,6 +189,42 @@ def _split(ops: ModuleType, x2: Any, sums: bool) -> tuple[Any, Any, Any, Any, An
     entries (see ``_rows``). Called inside ``ops.quiet()``."""
     _, m, t, ok, total = _rows(ops, x2, "logsumexp", sums)
     return m, t, ops.lib().log1p(t), ok, total
+
+
+def direct(ops: ModuleType, x2: Any) -> tuple[Any, Any]:
+    """``(out, redo)``: each row's log-sum-exp in float64, and a mask of the
+    rows to recompute exactly (None when there are none), for float32
+    rows: ``log(s)``, ``s`` the float64 sum of the unshifted ``exp(x)``,
+    in one pass over the rows, where that holds (see
+    ``_bounds.direct_low``), and ``logsumexp``'s elsewhere, on those rows
+    alone."""
+    lib = ops.lib()
+    nrows, n = x2.shape
+    s = ops.zeros64(nrows)
+    step_r, step_c, e_buf, floor = _geometry(ops, x2, "logsumexp")
+    with ops.quiet():
+        for r0 in range(0, nrows, step_r):
+            r1 = min(nrows, r0 + step_r)
+            for c0 in range(0, n, step_c):
+                c1 = min(n, c0 + step_c)
+                e = ops.exp_into(
+                    _block(x2, r0, r1, c0, c1),
+                    _block(e_buf, 0, r1 - r0, 0, c1 - c0),
+                    floor,
+                )
+                s[r0:r1] += ops.sum64(e)
+        out = lib.log(s)
+        held = _bounds.direct(out, s, n, ops.EXP_ULPS[32])
+    if bool(held.all()):
+        return out, None
+    at = lib.flatnonzero(~held)
+    rest, redo_rest = logsumexp(ops, ops.rows(x2, at))[:2]
+    out[at] = rest
+    redo = None
+    if redo_rest is not None:
+        redo = lib.zeros(nrows, dtype=bool)
+        redo[at] = redo_rest
+    return out, redo
 
 
 def logsumexp(ops: ModuleType, x2: Any) -> tuple[Any, Any, Any, Any]:

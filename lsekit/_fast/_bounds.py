@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-__all__ = ["FLOOR", "LARGEST", "certified", "rounding_factor"]
+__all__ = ["FLOOR", "LARGEST", "certified", "direct", "direct_low", "rounding_factor"]
 
 # Below 80 a float32 exp(x) is finite; below 690 a float64 sum of up to
 # 2**30 terms exp(x) is.
@@ -73,3 +73,36 @@ def rounding_factor(exp_ulps: float, bits: int) -> float:
     divided by ``exp(m)``, in float64, where their rounding vanishes).
     """
     return 2.0 * (exp_ulps if bits == 32 else 2.0 * exp_ulps + 1.0)
+
+
+def direct_low(exp_ulps: float) -> float:
+    """The least magnitude of a float32 log-sum-exp ``log(s)``, ``s`` the
+    float64 sum of the unshifted ``exp(x)``, each within ``exp_ulps`` of
+    its own, at which it is within half an ulp: ``2**k + 1/2``, where the
+    half ulp of ``[2**k, 2**(k + 1))``, ``2**(k - 24)``, holds ``exp_ulps
+    2**-23`` and 5% for the rest (see ``direct``); the half keeps ``log(s)``
+    off by that much on the right side of ``2**k``."""
+    k = 1
+    while 2.0 ** (k - 1) < 1.05 * exp_ulps:
+        k += 1
+    return 2.0**k + 0.5
+
+
+def direct(out: Any, s: Any, n: int, exp_ulps: float) -> Any:
+    """Rows (a boolean array) whose float32 log-sum-exp ``out = log(s)``
+    holds, ``s`` the float64 sum of the unshifted ``exp(x)`` of ``n``
+    entries.
+
+    Each term is off by up to ``exp_ulps`` ulps, relative, and so is ``s``,
+    which puts ``out`` off by ``exp_ulps 2**-23`` at most, absolutely;
+    add the sum's rounding (``n 2**-53``, under ``2**-29`` for ``n <
+    2**24``) and the terms below float32's smallest normal number
+    (flushed, or raised to ``FLOOR``: ``n 2**-125`` at most, under
+    ``2**-35`` of ``s >= n 2**-90``): within half an ulp of an ``out`` of
+    ``direct_low`` or more in magnitude. A term that overflows (an ``inf``
+    among them) or a NaN leaves ``s`` not finite, an empty sum 0: those
+    rows are not certified.
+    """
+    low = direct_low(exp_ulps)
+    # n meets a tensor first: torch.cond takes no float from a shape.
+    return (abs(out) >= low) & (s * 2.0**90 >= n) & (s < math.inf)

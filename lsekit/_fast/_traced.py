@@ -22,10 +22,13 @@ are not certified; where any row is not, the guard runs the standard-only
 path instead, on every row.
 
 ``logsumexp`` alone needs no more than an absolute error under half an
-ulp of its result: where every row's maximum is large enough that the
-result's ulp is (4.5 and more), it sums the unshifted ``exp(x)``, nothing
-to undo, in a pass that costs what the peers' does (see ``logsumexp``).
-Where its result lies so near 0 that float32 terms' rounding is too
+ulp of its result: where every row's result is large enough that its ulp
+is (4.5 and more in magnitude), it is the log of the float64 sum of the
+unshifted ``exp(x)``, nothing to undo and no maximum to take, in one pass
+where the max-shift takes two (see ``logsumexp``). ``softmax`` likewise
+divides the unshifted ``exp(x)`` by their sum where that holds, in two
+passes where it takes three (see ``divisors``). Where its result lies so
+near 0 that float32 terms' rounding is too
 coarse for some row (small logits, ten classes, a causal mask's short
 rows), it takes float64 terms, ``exp(x - c)`` in float64, in one more pass
 (see ``_wide``), before the guard gives up.
@@ -43,7 +46,6 @@ Every function takes the namespace ``xp`` and 2-D float32 rows.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from types import ModuleType
 from typing import Any
@@ -55,6 +57,8 @@ __all__ = [
     "Rest",
     "Total",
     "cross_entropy",
+    "divided",
+    "divisors",
     "finite_maxima",
     "infinities",
     "log1p",
@@ -131,7 +135,8 @@ class Rest:
     summed as that many rows of its consecutive entries, whose sums are
     then added (``parts - 1`` roundings more): XLA's CPU float64 reduction
     of a long row runs several times slower than of the same entries in
-    shorter rows (see ``jax.py``).
+    shorter rows (see ``jax.py``). ``fence``, where given, takes the
+    reshaped rows before anything else does (see ``jax.py``).
     """
 
     def __init__(
@@ -139,18 +144,19 @@ class Rest:
         total: Total,
         cond: Cond,
         parts: Callable[[int], int] | None = None,
-        apart: bool = False,
+        fence: Callable[[Any], Any] | None = None,
     ) -> None:
         self.total = total
         self.cond = cond
         self.parts = parts
-        self.apart = apart
+        self.fence = fence
 
     def _split(
         self, xp: ModuleType, x2: Any, m: Any
     ) -> tuple[Any, Any, Callable[[Any], Any], int]:
-        """``x2`` as the rows of its parts, each part's maximum ``m``, what
-        adds their sums up per row, and the number of parts."""
+        """``x2`` as the rows of its parts, each part's maximum ``m`` (None
+        stays None), what adds their sums up per row, and the number of
+        parts."""
         rows, n = x2.shape
         parts = 1 if self.parts is None else self.parts(n)
         if parts == 1:
@@ -159,21 +165,17 @@ class Rest:
         def added(s: Any) -> Any:
             return xp.sum(xp.reshape(s, (rows, parts)), axis=1)
 
-        m = xp.reshape(xp.broadcast_to(m[:, None, :], (rows, parts, 1)), (-1, 1))
-        return xp.reshape(x2, (rows * parts, n // parts)), m, added, parts
+        if m is not None:
+            m = xp.reshape(xp.broadcast_to(m[:, None, :], (rows, parts, 1)), (-1, 1))
+        x2 = xp.reshape(x2, (rows * parts, n // parts))
+        if self.fence is not None:
+            x2 = self.fence(x2)
+        return x2, m, added, parts
 
-    def whole(self, xp: ModuleType, x2: Any, m: Any) -> tuple[Any, int]:
+    def whole(self, xp: ModuleType, x2: Any) -> tuple[Any, int]:
         """Each row's float64 sum of ``exp(x)``, and its rounding in ulps
-        of the sum, at most, in any order of summation; ``m`` the maxima,
-        as a column."""
-        x2, m, added, parts = self._split(xp, x2, m)
-        if self.apart:
-            # min(x, m) is x, and keeps the sum apart from the maxima's
-            # reduction, with which XLA's CPU runtime would fuse it into
-            # one loop several times slower (at 128x32000: 14.8 ms against
-            # 3.0); Inductor's loops run slower with it (4.8 ms against
-            # 2.2 at 512x8192).
-            x2 = xp.minimum(x2, m)
+        of the sum, at most, in any order of summation."""
+        x2, _, added, parts = self._split(xp, x2, None)
         s, depth = self.total(xp, xp.exp(x2))
         return added(s), depth + parts - 1
 
@@ -206,7 +208,9 @@ class Rest:
             s, _ = self.total(xp, xp.where(d == 0, xp.zeros_like(e), e))
             return xp.where(full >= 0.5, full, added(s))
 
-        ok = full >= depth * 2.0**-26 * (1.0 + full)
+        # The shape's numbers meet tensors before floats: torch.cond takes
+        # no float from a shape into a branch (this may run in one).
+        ok = full * 2.0**26 >= (1.0 + full) * depth
         # A branch's result may not be a value from outside it
         # (torch.cond): the copy is of one value per row.
         t = self.cond(ok, lambda: full * 1.0, others)
@@ -219,12 +223,12 @@ def rest(
     total: Total,
     cond: Cond,
     parts: Callable[[int], int] | None = None,
-    apart: bool = False,
+    fence: Callable[[Any], Any] | None = None,
 ) -> Rest:
     """``Rest`` by ``total`` and ``cond``; ``parts(n)``, where given, the
-    number of parts to sum a row of ``n`` entries in; ``apart``: the sum
-    of ``whole`` depends on the maxima (XLA)."""
-    return Rest(total, cond, parts, apart)
+    number of parts to sum a row of ``n`` entries in; ``fence``: what
+    takes the rows of the parts first."""
+    return Rest(total, cond, parts, fence)
 
 
 def stats(xp: ModuleType, x2: Any, rest: Rest) -> tuple[Any, Any, Any]:
@@ -245,7 +249,7 @@ def _others(xp: ModuleType, x2: Any, m: Any, rest: Rest) -> tuple[Any, Any]:
     # off at most, within 2**-27 t where t >= (n - 1) 2**-93. A t of 0 is
     # exact: the row's other entries are all -inf (a causal mask's first
     # row), and those of a row that holds other terms add up to more.
-    ok = ok & ((t == 0) | (t >= (x2.shape[1] - 1) * 2.0**-93))
+    ok = ok & ((t == 0) | (t * 2.0**93 >= x2.shape[1] - 1))
     return t, ok & xp.isfinite(m[:, 0])
 
 
@@ -272,55 +276,62 @@ def log1p(xp: ModuleType, t: Any) -> Any:
 # once.
 SHORT_ROW = 16
 
-# logsumexp sums the unshifted exp(x) where every row's maximum lies within
-# these bounds (see ``logsumexp``).
-UNSHIFTED_LOW = 4.5
-UNSHIFTED_HIGH = 80.0
+# logsumexp takes the log of the sum of the unshifted exp(x) where every
+# row's result is at least this in magnitude (see ``logsumexp``): 4.5.
+UNSHIFTED_LOW = _bounds.direct_low(EXP_ULPS)
 
 
 def logsumexp(xp: ModuleType, x2: Any, rest: Rest) -> tuple[Any, Any]:
     """Each row's log-sum-exp, in float64, and the certified rows.
 
-    Where every row's maximum ``m`` lies in ``[UNSHIFTED_LOW,
-    UNSHIFTED_HIGH]``, as a classifier's logits' mostly do, the float64
-    sum is of the unshifted ``exp(x)``, whose argument is exact, and ``m +
-    log1p(sum exp(-m) - 1)`` is the result: no shift to undo, a pass as
-    cheap as the peers'. Each term is then off by up to ``EXP_ULPS`` ulps,
-    the maximum's too, so that the result is off by ``EXP_ULPS 2**-23``
-    at most, absolutely, plus the sum's rounding (``depth 2**-53``, at
-    most ``2**-29``) and the terms flushed below float32's smallest
-    normal number (``n 2**-126 exp(-m)``, under ``2**-90``): within half
-    an ulp (``2**-22`` or more) of a result of 4 or more, which the result,
-    at least ``m``, is. No term overflows. Elsewhere the sum is of the
-    shifted terms (``stats``), whose rounding is relative to ``t``.
+    Where every row's result ``log(s)``, ``s`` the float64 sum of the
+    unshifted ``exp(x)``, is at least ``UNSHIFTED_LOW`` in magnitude, as a
+    classifier's logits' mostly are, that is the result: one pass, where
+    the max-shift takes two (``_bounds.direct`` certifies it; the sum's
+    rounding is ``depth 2**-53`` here, at most ``2**-29``). Where any row
+    is not certified, the sum is of the shifted terms (``stats``), whose
+    rounding is relative to ``t``.
     """
-    m = xp.max(x2, axis=1, keepdims=True)
-    top = xp.astype(m[:, 0], xp.float64)
-    if x2.shape[1] <= SHORT_ROW:
+    n = x2.shape[1]
+    if n <= SHORT_ROW:
         # In a batch of many short rows, some row's result lies too near 0
         # for float32 terms, and the float64 terms' pass costs a short row
         # no more than theirs: they come at once (XLA: 13 ms for 419430
         # rows of 10, against 24 for both passes).
+        top = xp.astype(xp.max(x2, axis=1), xp.float64)
         return _wide(xp, x2, top, rest)
-    unshifted = (top >= UNSHIFTED_LOW) & (top <= UNSHIFTED_HIGH)
+    s, depth = rest.whole(xp, x2)
+    direct = xp.log(s)
+    held = _bounds.direct(direct, s, n, EXP_ULPS)
+    if depth > LONGEST:
+        held = xp.zeros_like(held)
+    # A branch's result may not be a value from outside it (torch.cond).
+    out, ok = rest.cond(
+        held, lambda: (direct * 1.0, held & held), lambda: _shifted(xp, x2, rest)
+    )
+    return out, ok
 
-    def whole() -> tuple[Any, Any]:
-        s, depth = rest.whole(xp, x2, m)
-        t = s * xp.exp(-top) - 1.0
-        ok = xp.isfinite(t)
-        return t, (ok if depth <= LONGEST else xp.zeros_like(ok))
 
-    t, ok = rest.cond(unshifted, whole, lambda: _others(xp, x2, m, rest))
+def _shifted(xp: ModuleType, x2: Any, rest: Rest) -> tuple[Any, Any]:
+    """``logsumexp`` from the shifted terms, and from float64 terms where
+    those are too coarse."""
+    m = xp.max(x2, axis=1, keepdims=True)
+    top = xp.astype(m[:, 0], xp.float64)
+    t, ok = _others(xp, x2, m, rest)
     out = top + log1p(xp, t)
-    k = _bounds.rounding_factor(EXP_ULPS, 32)
-    ok = ok & (xp.all(unshifted) | (xp.abs(out) * (1.0 + t) >= k * t))
+    # _bounds.rounding_factor(EXP_ULPS, 32), as a literal: this runs
+    # within a branch (see ``Rest``'s other terms).
+    ok = ok & (xp.abs(out) * (1.0 + t) >= 3.0 * t)
 
     # Float64 terms cannot certify a row whose result is nearer 0 than
-    # their rounding (see ``_wide``; its sum's at least 2 sqrt(n) - 2 ulps):
-    # a batch that holds one goes to the guard's standard-only path
-    # without their pass. (Only a matter of time: ``out`` may be off.)
-    reach = (2.0 * math.sqrt(x2.shape[1]) + xp.abs(top)) * 2.0**-29
-    hopeless = xp.any(~ok & (xp.abs(out) < reach))
+    # their rounding (see ``_wide``; its sum's at least 2 sqrt(n) - 2 ulps),
+    # |out| < (2 sqrt(n) + |m|) 2**-29: a batch that holds one goes to the
+    # guard's standard-only path without their pass. (Only a matter of
+    # time: ``out`` may be off.) Squared, without sqrt: within a branch of
+    # torch.cond, a float from the shape cannot be used.
+    over = xp.abs(out) * 2.0**29 - xp.abs(top)
+    near = (over < 0.0) | (over * over < 4 * x2.shape[1])
+    hopeless = xp.any(~ok & near)
 
     def wide() -> tuple[Any, Any]:
         near, good = _wide(xp, x2, top, rest)
@@ -360,7 +371,7 @@ def _wide(xp: ModuleType, x2: Any, top: Any, rest: Rest) -> tuple[Any, Any]:
     out = c + log
     # Literal constants (see ``Rest``'s other terms): this runs within a
     # branch.
-    relative = (depth + 7.0 + 1.01 * xp.abs(c)) * 1.01
+    relative = (1.01 * xp.abs(c) + 7.0 + depth) * 1.01
     err = (relative + 2.0 * xp.abs(log) + xp.abs(out)) * 2.0**-53
     good = finite & xp.isfinite(out) & (xp.abs(out) * 2.0**-25 >= err)
     return out, good
@@ -376,6 +387,33 @@ def normalised(xp: ModuleType, x2: Any, m: Any, t: Any, kind: str) -> Any:
     # (x - m) - log1p(t): both terms are <= 0; d rounds once, and so do
     # log1p(t) and the difference.
     return d - xp.astype(log1p(xp, t), x2.dtype)[:, None]
+
+
+def divisors(xp: ModuleType, x2: Any, rest: Rest) -> tuple[Any, Any]:
+    """``(s, ok)``: each row's float64 sum of the unshifted ``exp(x)``, and
+    the rows whose ``softmax`` ``exp(x) / s`` (``divided``) holds: two
+    passes, where the max-shift takes three.
+
+    Each ``exp(x)`` is within ``EXP_ULPS`` of its own, and so is ``s``, a
+    sum of them, to its rounding (``depth 2**-53`` at most, ``2**-29``)
+    and the terms below float32's smallest normal number (flushed or with
+    fewer digits, ``n 2**-126`` at most against ``s >= 1``); ``s`` rounded
+    to float32 and the quotient add half an ulp each: within 4 ulps. Where
+    ``s >= 1`` an entry whose ``exp(x)`` falls below the smallest normal
+    number has a ``softmax`` below it too, and ``s < 2**127`` stays finite
+    rounded (no term overflowed, an ``inf`` among them included). A NaN
+    fails both.
+    """
+    s, depth = rest.whole(xp, x2)
+    ok = (s >= 1.0) & (s < _bounds.LARGEST[32])
+    if depth > LONGEST:
+        return s, xp.zeros_like(ok)
+    return s, ok
+
+
+def divided(xp: ModuleType, x2: Any, s: Any) -> Any:
+    """The rows' ``softmax`` from their ``divisors``."""
+    return xp.exp(x2) / xp.astype(s, x2.dtype)[:, None]
 
 
 def cross_entropy(

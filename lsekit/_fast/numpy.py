@@ -58,8 +58,12 @@ def as_rows(x: Any, n: int) -> Any:
 
 
 def logsumexp(x2: Any, exact: Any = None) -> tuple[Any, Any]:
-    """``_blocked.logsumexp`` on NumPy; the caller recomputes the rows."""
-    return _blocked.logsumexp(sys.modules[__name__], x2)[:2]
+    """``_blocked.logsumexp`` on NumPy, by ``_blocked.direct`` for float32;
+    the caller recomputes the rows."""
+    ops = sys.modules[__name__]
+    if x2.dtype.itemsize == 4:
+        return _blocked.direct(ops, x2)
+    return _blocked.logsumexp(ops, x2)[:2]
 
 
 def normalised(x2: Any, kind: str, exact: Any = None) -> tuple[Any, Any]:
@@ -192,6 +196,11 @@ def shifted_into(x: Any, m: Any, low: Any, out: Any) -> None:
 def divide_into(a: Any, b: Any, out: Any) -> None:
     """``a / b`` into ``out``, in ``out``'s dtype (``b`` rounded to it)."""
     sys.modules["numpy"].divide(a, b.astype(out.dtype), out=out)
+
+
+def rows(x2: Any, at: Any) -> Any:
+    """The rows ``at`` (NumPy indices) of ``x2``, as a C-contiguous copy."""
+    return x2[at]
 
 
 def pick(x2: Any, idx: Any) -> Any:

@@ -188,14 +188,30 @@ def _guarded(
             return exact(x2, target), _traced.log_sum(xp, x2)
 
     else:
-        m, t, ok = _traced.stats(xp, x2, _REST)
-        live = xp.ones_like(t)
+
+        def shifted() -> tuple[Any, Any]:
+            m, t, ok = _traced.stats(xp, x2, _REST)
+            live = xp.ones_like(t)
+
+            def fast() -> tuple[Any, Any]:
+                return _traced.normalised(xp, x2, m, t, kind), live.clone()
+
+            def slow() -> tuple[Any, Any]:
+                return exact(x2), _traced.finite_maxima(xp, x2)
+
+            return tuple(_cond(ok, fast, slow))
+
+        if kind != "softmax":
+            return shifted()
+        # softmax in two passes where they hold, the max-shift's three
+        # where not.
+        s, ok = _traced.divisors(xp, x2, _REST)
+        live = xp.ones_like(s)
 
         def fast() -> tuple[Any, Any]:
-            return _traced.normalised(xp, x2, m, t, kind), live.clone()
+            return _traced.divided(xp, x2, s), live.clone()
 
-        def slow() -> tuple[Any, Any]:
-            return exact(x2), _traced.finite_maxima(xp, x2)
+        slow = shifted
 
     out, aux = _cond(ok, fast, slow)
     return out, aux
@@ -229,7 +245,11 @@ def logsumexp(x2: Any, exact: Callable[[Any], Any]) -> tuple[Any, Any]:
         return _autograd.reverse(
             "logsumexp", x2, None, None, _eager_logsumexp, exact
         ), None
-    out, redo = _blocked.logsumexp(sys.modules[__name__], x2)[:2]
+    ops = sys.modules[__name__]
+    if x2.dtype == sys.modules["torch"].float32:
+        out, redo = _blocked.direct(ops, x2)
+    else:
+        out, redo = _blocked.logsumexp(ops, x2)[:2]
     return _result(out), _result(redo)
 
 
@@ -412,6 +432,11 @@ def divide_into(a: Any, b: Any, out: Any) -> None:
     """``a / b`` into ``out``, in ``out``'s dtype (``b`` rounded to it)."""
     torch = sys.modules["torch"]
     torch.div(a, _tensor(b).to(out.dtype), out=out)
+
+
+def rows(x2: Any, at: Any) -> Any:
+    """The rows ``at`` (NumPy indices) of ``x2``, as a C-contiguous copy."""
+    return x2[_tensor(at)]
 
 
 def pick(x2: Any, idx: Any) -> Any:
