@@ -167,9 +167,12 @@ def logsumexp(
     memory for the maxima, ``exp`` and its float64 sum, in blocks that stay
     in cache, or fused by the compiler. Its exponentials are exact in their
     argument (unshifted ``exp(x)`` divided by ``exp(m)`` afterwards, or,
-    when traced, the shift's rounding undone by TwoSum; traced rows whose
-    maxima all lie between 4.5 and 80 are summed unshifted, their result
-    large enough for the exponentials' own rounding), and the rows where
+    when traced, the shift's rounding undone by TwoSum). float32 rows whose
+    result is at least 4.5 in magnitude (8.5 on NumPy, whose ``exp`` is
+    within 2.5 ulps) take ``log`` of the float64 sum of the unshifted
+    ``exp(x)``, without the maxima, their result large enough for the
+    exponentials' own rounding (eagerly the other rows alone take the
+    maxima; traced, the whole batch does). The rows where
     its own rounding could reach half an ulp of the result (one dominant
     term, a result near 0, a maximum outside the range of ``exp``, a
     non-finite one) are recomputed by the path above. Results agree with it
