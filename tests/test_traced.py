@@ -68,6 +68,27 @@ class Compiler(NamedTuple):
     pull: Callable[[str, np.ndarray, np.ndarray, np.ndarray], np.ndarray]
 
 
+# The JAX kernels' sizes that the tests patch, and the jitted functions,
+# kept across the tests by those sizes: compiling is slow.
+JAX_SIZES = ("LARGE", "BLOCK", "SLOW_BLOCK", "LONG", "SHORT")
+JITTED: dict[tuple[Callable[..., Any], tuple[int, ...]], Callable[..., Any]] = {}
+
+
+@functools.cache
+def _jax_rest(path: str) -> Any:
+    """The JAX kernels' ``Rest`` of a path (see ``_jax``), one for all the
+    tests, so that the kernels made from it are too."""
+    from lsekit._fast import jax as kernels
+
+    if path == "blocked":
+        return _traced.rest(kernels._split, kernels._cond)
+    if path == "parts":
+        return _traced.rest(
+            _traced.sum64, kernels._cond, kernels._parts, fence=kernels._fence
+        )
+    return _traced.rest(_traced.sum64, kernels._cond)
+
+
 def _jax(request: pytest.FixtureRequest, path: str = "") -> Any:
     """JAX; ``path="blocked"``: every array goes through the path of large
     ones, mapped over blocks of rows of at most 1024 entries whose float64
@@ -84,26 +105,23 @@ def _jax(request: pytest.FixtureRequest, path: str = "") -> Any:
     jnp = jax.numpy
     from lsekit._fast import jax as kernels
 
-    rest = _traced.rest(_traced.sum64, kernels._cond)
     patch = request.getfixturevalue("monkeypatch")
     if path == "blocked":
         patch.setattr(kernels, "LARGE", 0)
         patch.setattr(kernels, "BLOCK", 1 << 10)
         patch.setattr(kernels, "SLOW_BLOCK", 64)
-        rest = _traced.rest(kernels._split, kernels._cond)
     elif path == "parts":
         patch.setattr(kernels, "LONG", 16)
         patch.setattr(kernels, "SHORT", 2)
-
-        rest = _traced.rest(
-            _traced.sum64, kernels._cond, kernels._parts, fence=kernels._fence
-        )
+    rest = _jax_rest(path)
 
     def run(f: Callable[..., Any], *arrays: np.ndarray) -> Any:
-        # jax.jit keeps a function's traces: a fresh one for the patched
-        # paths, which the other compilers may have traced unpatched.
-        g = (lambda *a: f(*a)) if path else f
-        out = jax.jit(g)(*(jnp.asarray(a) for a in arrays))
+        # jax.jit keeps a function's traces, made with the kernels' sizes
+        # as they were: one jitted function for each set of sizes.
+        sizes = tuple(getattr(kernels, name) for name in JAX_SIZES)
+        if (f, sizes) not in JITTED:
+            JITTED[f, sizes] = jax.jit(lambda *a: f(*a))
+        out = JITTED[f, sizes](*(jnp.asarray(a) for a in arrays))
         return jax.tree.map(np.asarray, out)
 
     def pull(kind: str, x: np.ndarray, g: np.ndarray, target: np.ndarray) -> Any:
@@ -179,6 +197,13 @@ def compiler(request):
     return {"jax": _jax, "torch": _torch}[request.param](request)
 
 
+# The public functions' own code is the same whichever sums their kernels
+# take, and the kernels' tests hold the parts' sums.
+PUBLIC_COMPILERS = pytest.mark.parametrize(
+    "compiler", ["jax", "jax-blocked", "torch"], indirect=True
+)
+
+
 class Batch(NamedTuple):
     labels: list[str]
     x: np.ndarray  # (N, C) float32 values
@@ -209,6 +234,11 @@ def _batches() -> list[Batch]:
 
 
 BATCHES = _batches()
+# The losses' options (weights, a mask, smoothing) on batches of five of
+# the lengths: of a few entries, of one dominant term among six, of ties,
+# of logits, and the longest. torch.compile's loss compiles anew for each
+# length (the standard-only path's take_along_axis specialises to it).
+OPTION_BATCHES = [b for b in BATCHES if b.x.shape[1] in (2, 6, 17, 256, 4001)]
 
 
 def _exact(kind: str, row: np.ndarray, target: int) -> list[mpmath.mpf]:
@@ -631,6 +661,7 @@ def _weighted(x: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, np.ndarray
     return counted, np.where(counted, w, 0.0)
 
 
+@PUBLIC_COMPILERS
 @pytest.mark.parametrize("kind", KINDS)
 def test_public(compiler, kind):
     fallbacks = 0
@@ -649,11 +680,12 @@ def test_public(compiler, kind):
         assert fallbacks > 0
 
 
+@PUBLIC_COMPILERS
 def test_public_weighted(compiler):
     """Class weights, a mask of examples and ``ignore_index`` on the
     compiled loss: each counted example's loss is its class's weight times
     its loss, within the loss's bound; the others' are 0."""
-    for batch in BATCHES:
+    for batch in OPTION_BATCHES:
         got = compiler.run(PUBLIC["cross_entropy_weighted"], batch.x, batch.target)
         counted, w = _weighted(batch.x, batch.target)
         assert np.all(got[~counted] == 0.0)
@@ -664,10 +696,11 @@ def test_public_weighted(compiler):
             assert worst <= BOUND["cross_entropy"], (batch.labels[i], worst)
 
 
+@PUBLIC_COMPILERS
 def test_public_smoothed(compiler):
     """Label smoothing on the compiled loss, within the loss's bound on
     every row (a row with a ``-inf`` entry has an infinite loss)."""
-    for batch in BATCHES:
+    for batch in OPTION_BATCHES:
         got = compiler.run(PUBLIC["cross_entropy_smoothed"], batch.x, batch.target)
         for i, row in enumerate(batch.x):
             exact = _smoothed(row, int(batch.target[i]))

@@ -249,7 +249,11 @@ def _guarded(
         out, aux = run(*primals)
         return (out, aux), slope(primals, out, aux, tangents)
 
-    return lambda *rows: run(*rows)[0]
+    # Compiled once for each shape, in eager calls too: there, the branches
+    # of lax.cond close over the input's values, and a cond traced anew
+    # for each input would be compiled anew.
+    compiled: Callable[..., Any] = jax.jit(lambda *rows: run(*rows)[0])
+    return compiled
 
 
 def _logsumexp_slope(
