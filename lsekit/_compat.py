@@ -326,12 +326,27 @@ def namespace(x: Any) -> ModuleType:
 def passes(xp: ModuleType) -> _reductions.Passes:
     """How the core goes over arrays of ``xp``: chunk by chunk on Dask,
     where its steps written over whole arrays would hold far more than a
-    chunk in memory (``_dask``); at once elsewhere."""
+    chunk in memory (``_dask``); at once elsewhere, PyTorch picking the
+    losses' targets by ``gather``."""
     if _is_namespace(xp, "dask"):
         from . import _dask
 
         return _dask.PASSES
+    if _is_namespace(xp, "torch"):
+        return _TORCH_PASSES
     return _reductions.EAGER
+
+
+class _TorchPasses(_reductions.Passes):
+    def take(self, xp: ModuleType, a: Any, at: Any, axis: int) -> Any:
+        # array-api-compat's take_along_axis is torch.take_along_dim, which
+        # specialises a torch.compile graph to its arguments' shapes: one
+        # compile for each batch size and number of classes. gather picks
+        # the same entries (the indices are in range) and does not.
+        return a.gather(axis, at)
+
+
+_TORCH_PASSES = _TorchPasses()
 
 
 def blocked_logmatmulexp(a: Any, b: Any) -> Any:

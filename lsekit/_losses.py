@@ -102,7 +102,9 @@ _BLOCK = 1 << 18
 
 # One function per ignore_index and smoothing, which JAX's kernels key
 # their compiled guards on: in a plain dict, since Dynamo warns about
-# functools.cache whenever it traces a call.
+# functools.cache whenever it traces a call. Dynamo guards on the dict's
+# keys too: a key added while it traces costs a second compile, at the
+# next call, which the defaults' key, made at import, does not.
 _EXACT: dict[tuple[int | None, float], Callable[[Any, Any], Any]] = {}
 
 
@@ -139,10 +141,14 @@ def _exact_loss(ignore: int | None, smoothing: float) -> Callable[[Any, Any], An
                 where=None,
                 smoothing=num / den,
                 compensated=_compensate(work, rows.dtype),
+                passes=_compat.passes(xp),
             )[0]
         return xp.astype(loss, xp.float64)
 
     return exact
+
+
+_EXACT[None, 0.0] = _exact_loss(None, 0.0)
 
 
 def _blocks(x: Any, i: int) -> tuple[int, list[tuple[tuple[Any, ...], ...]]]:

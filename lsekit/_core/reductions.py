@@ -149,7 +149,15 @@ class Passes:
         (indices along the one axis reduced, keepdims-shaped), also ``a``
         there."""
         m = xp.max(a, axis=axis, keepdims=True)
-        return split_given(xp, a, b, m, axis, compensated, at, sums_at_once)
+        return split_given(xp, a, b, m, axis, compensated, at, sums_at_once, self.take)
+
+    def take(self, xp: ModuleType, a: Any, at: Any, axis: int) -> Any:
+        """``a`` at the indices ``at`` (in range, keepdims-shaped) along
+        ``axis``, or None where ``xp`` has no ``take_along_axis``: the
+        split then sums a one-hot selection with its terms."""
+        if hasattr(xp, "take_along_axis"):
+            return xp.take_along_axis(a, at, axis=axis)
+        return None
 
     def sum(
         self, xp: ModuleType, x: Any, axis: tuple[int, ...], compensated: bool
@@ -245,10 +253,12 @@ def split_given(
     compensated: bool,
     at: Any,
     sums: Sums,
+    take: Callable[[ModuleType, Any, Any, int], Any] | None = None,
 ) -> _Split:
     """The split of ``a`` whose maxima ``m`` are known, with ``sums``
     (``sums_at_once``'s signature) to add up the terms: its results are the
-    split's ``w``, ``s`` and ``at``."""
+    split's ``w``, ``s`` and ``at``; ``take`` (``Passes.take``'s
+    signature) picks ``a`` at ``at``."""
     finite, is_max, shifted, e = fields(xp, a, m, compensated)
     present = is_max & (m > -_INF)
     # W sums e (or b * e) over the maxima: the count (or weight) of the
@@ -269,9 +279,8 @@ def split_given(
     found = [w_terms, xp.where(present, 0.0, terms)]
     picked = None
     if at is not None:
-        if hasattr(xp, "take_along_axis"):
-            picked = xp.take_along_axis(a, at, axis=axis[0])
-        else:
+        picked = (take or EAGER.take)(xp, a, at, axis[0])
+        if picked is None:
             found.append(_one_hot(xp, a, at, axis[0]))
     flags = (False, compensated, False)[: len(found)]
     w, s, *rest = sums(xp, tuple(found), axis, flags)
