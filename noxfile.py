@@ -46,25 +46,10 @@ def _install(session: nox.Session, *packages: str) -> None:
     session.install("--no-compile", *dict.fromkeys(packages))
 
 
-def _compile_cache(session: nox.Session) -> None:
-    """JAX's persistent compilation cache, in the session's temporary
-    directory: the two test workers, and the tests' own jitted wrappers,
-    compile many of the same programs, and XLA's compiling is most of the
-    JAX session's time. The executables are the same ones."""
-    session.env.update(
-        {
-            "JAX_COMPILATION_CACHE_DIR": str(pathlib.Path(session.create_tmp(), "xla")),
-            "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
-            "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0",
-        }
-    )
-
-
 def _run_tests(session: nox.Session, backend: str) -> None:
     manifest = MANIFESTS[backend]
     _install(session, ".[test]", *REFERENCE, *manifest.install)
     session.env.update(SINGLE_THREADED)
-    _compile_cache(session)
     session.env.update(manifest.env)
     session.run(
         "pytest",
@@ -137,7 +122,6 @@ def docs(session: nox.Session) -> None:
     _install(session, ".[docs]", *installs)
     for name in DOCS_LIBRARIES:
         session.env.update(MANIFESTS[name].env)
-    _compile_cache(session)
     # A fresh build every time: Sphinx reports a warning only when it reads
     # the page, and the figures depend on lsekit, which Sphinx does not track.
     build = pathlib.Path("docs/_build")

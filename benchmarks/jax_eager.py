@@ -1,11 +1,13 @@
 """Eager JAX calls, outside ``jax.jit``, against ``jax.nn``'s, same run.
 
 A user who calls lsekit on JAX arrays without ``jax.jit`` gets lsekit's
-kernels compiled once per shape; ``jax.nn``'s functions run operation by
-operation. Each call here takes a fresh array of the same shape (float32,
-CPU, all of them alive at once), as the batches of a loop do::
+float32 kernels, and its standard-only path (float64 among others), each
+compiled as one program, once per shape. Each call here takes a fresh
+array of the same shape (CPU, all of them alive at once), as the batches of
+a loop do::
 
-    python benchmarks/jax_eager.py [--shape 64x600] [--calls 40] [--quick]
+    python benchmarks/jax_eager.py [--shape 64x600] [--dtype float32]
+                                   [--calls 40] [--quick]
 
 One markdown table: for each function, the first call's time (which
 compiles), the median of the calls after it, the same for ``jax.nn``'s
@@ -68,6 +70,7 @@ def _timed(f: Callable[..., Any], x: Any, y: Any) -> float:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--shape", default="64x600")
+    parser.add_argument("--dtype", choices=("float32", "float64"), default="float32")
     parser.add_argument("--calls", type=int, default=40)
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args(argv)
@@ -78,12 +81,12 @@ def main(argv: list[str] | None = None) -> None:
 
     rng = np.random.default_rng(0)
     xs = [
-        jnp.asarray(rng.normal(0.0, 3.0, (n, c)).astype(np.float32))
+        jnp.asarray(rng.normal(0.0, 3.0, (n, c)).astype(args.dtype))
         for _ in range(calls + 1)
     ]
     ys = [jnp.asarray(rng.integers(0, c, n)) for _ in range(calls + 1)]
     print(
-        f"{n}x{c} float32, a fresh array each call; {os.cpu_count()} CPUs, "
+        f"{n}x{c} {args.dtype}, a fresh array each call; {os.cpu_count()} CPUs, "
         f"{platform.processor() or platform.machine()}\n"
     )
     print(

@@ -75,12 +75,18 @@ def _blocks(n: int, k: int) -> list[slice]:
     return [slice(start, min(start + step, n)) for start in range(0, n, step)]
 
 
+@_compat.compiled
 def _shifted(
     xp: ModuleType, a: Any, b: Any, *, split: bool, keep: bool
 ) -> tuple[_impl.Product, Any]:
     ops = _compat.reusing(xp, a)
     device = _compat.device(a)
     return _impl.shifted_product(xp, a, b, ops, device, split=split, keep_product=keep)
+
+
+# On JAX, the product and the exact cells each compile as one program; the
+# cells between them are picked eagerly, by their values.
+_exact_cells = _compat.compiled(_impl.exact_cells)
 
 
 def _forward(a: Any, b: Any, keep: bool = False) -> tuple[Any, _impl.Shifted | None]:
@@ -134,7 +140,7 @@ def _forward(a: Any, b: Any, keep: bool = False) -> tuple[Any, _impl.Shifted | N
         if cells.shape[0] > 0:
             rows = xp.reshape(a, (-1, k))
             values = [
-                _impl.exact_cells(
+                _exact_cells(
                     xp, xp.take(rows, row[part], axis=0), _columns(xp, b, col[part])
                 )
                 for part in _blocks(int(cells.shape[0]), k)

@@ -238,11 +238,43 @@ def logsumexp(
         shape = _args.check_broadcast("logsumexp", "b", tuple(b.shape), tuple(a.shape))
     else:
         shape = tuple(a.shape)
-    ndim = len(shape)
-    axes = _args.normalize_axis("logsumexp", axis, ndim)
+    axes = _args.normalize_axis("logsumexp", axis, len(shape))
     a, work, out_dtype = _prepare("logsumexp", xp, a, where, b)
     if where is not None:
         shape = _args.check_broadcast("logsumexp", "where", tuple(where.shape), shape)
+    out, sign = _logsumexp(
+        xp,
+        a,
+        b,
+        where,
+        shape=shape,
+        axes=axes,
+        keepdims=keepdims,
+        return_sign=return_sign,
+        work=work,
+        out_dtype=out_dtype,
+    )
+    if return_sign:
+        return _compat.finalize(xp, out), _compat.finalize(xp, sign)
+    return _compat.finalize(xp, out)
+
+
+@_compat.compiled
+def _logsumexp(
+    xp: ModuleType,
+    a: Any,
+    b: Any,
+    where: Any,
+    *,
+    shape: tuple[int, ...],
+    axes: tuple[int, ...],
+    keepdims: bool,
+    return_sign: bool,
+    work: Any,
+    out_dtype: Any,
+) -> tuple[Any, Any]:
+    """The logsumexp and sign of checked arrays (``a`` in ``work``), in
+    ``out_dtype`` unless complex."""
     if not _args.same_shape(shape, tuple(a.shape)):
         a = xp.broadcast_to(a, shape)
     complex_ = _compat.isdtype(xp, work, "complex floating")
@@ -272,12 +304,9 @@ def logsumexp(
             )
             if slope is not None:
                 out = out + _zero_weight_slope(xp, *slope, out, sign, axes, keepdims)
-    if not complex_:
-        out = xp.astype(out, out_dtype)
-        sign = xp.astype(sign, out_dtype)
-    if return_sign:
-        return _compat.finalize(xp, out), _compat.finalize(xp, sign)
-    return _compat.finalize(xp, out)
+    if complex_:
+        return out, sign
+    return xp.astype(out, out_dtype), xp.astype(sign, out_dtype)
 
 
 def _as_weights(xp: ModuleType, a: Any, b: Any) -> Any:
@@ -350,9 +379,25 @@ def _normalised(func: str, x: Any, axis: Any, where: Any, impl: str) -> Any:
         _args.check_mask(
             func, xp, where, tuple(x.shape), f"x of shape {tuple(x.shape)}"
         )
-    x, work, out_dtype = _prepare(func, xp, x, None)
+    x, _, out_dtype = _prepare(func, xp, x, None)
+    out = _normalised_arrays(xp, x, where, impl=impl, axes=axes, out_dtype=out_dtype)
+    return _compat.finalize(xp, out)
+
+
+@_compat.compiled
+def _normalised_arrays(
+    xp: ModuleType,
+    x: Any,
+    where: Any,
+    *,
+    impl: str,
+    axes: tuple[int, ...],
+    out_dtype: Any,
+) -> Any:
+    """``impl`` (softmax or log_softmax) of checked arrays, in ``out_dtype``."""
     if _empty(x):
-        return _compat.finalize(xp, xp.astype(x, out_dtype))
+        return xp.astype(x, out_dtype)
+    work = x.dtype
     complex_ = _compat.isdtype(xp, work, "complex floating")
     passes = _compat.passes(xp)
     with _compat.errstate(xp):
@@ -365,7 +410,7 @@ def _normalised(func: str, x: Any, axis: Any, where: Any, impl: str) -> Any:
         if where is not None:
             fill = 0.0 if impl == "softmax" else -math.inf
             out = xp.where(where, out, fill)
-    return _compat.finalize(xp, xp.astype(out, out_dtype))
+    return xp.astype(out, out_dtype)
 
 
 def softmax(x: Any, axis: Any = None, *, where: Any = None) -> Any:
