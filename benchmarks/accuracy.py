@@ -2,7 +2,9 @@
 
 Runs every input family of ``tests/families.py`` through lsekit on each
 installed CPU backend and through the peers' own functions (SciPy, PyTorch,
-JAX), against exact mpmath references, and prints a markdown table::
+JAX), against exact mpmath references, and prints a markdown table (with
+the float32 rows of NumPy's and PyTorch's blocked kernels, which arrays
+larger than these rows take)::
 
     python benchmarks/accuracy.py [--backend NAME ...]
 
@@ -17,6 +19,7 @@ confident, correct prediction), its minimum and a middle entry.
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import pathlib
 import sys
@@ -43,6 +46,8 @@ from tests.support import (  # noqa: E402
 )
 
 DTYPES = {"float32": np.float32, "float64": np.float64}
+# The backends whose eager kernels take small float32 arrays in float64.
+BLOCKED = ("numpy", "torch")
 COLUMNS = ("logsumexp", "log_softmax", "softmax", "cross_entropy")
 Fn = Callable[..., Any]
 
@@ -207,6 +212,15 @@ def main(argv: list[str] | None = None) -> int:
         for dtype in DTYPES:
             w = measure(rt.asarray, rt.to_numpy, _lsekit_funcs(rt), dtype)
             print(f"| lsekit on {name} | {dtype} | {_cells(w)} |", flush=True)
+        if name in BLOCKED:
+            # Each row here is a small array, which the float64 kernels of
+            # lsekit._fast._widened take: their blocked kernels, which take
+            # larger arrays, are measured by lowering the threshold.
+            kernels = importlib.import_module(f"lsekit._fast.{name}")
+            small, kernels.SMALL = kernels.SMALL, 0
+            w = measure(rt.asarray, rt.to_numpy, _lsekit_funcs(rt), "float32")
+            kernels.SMALL = small
+            print(f"| lsekit on {name}, blocked kernels | float32 | {_cells(w)} |")
     for title, asarray_p, to_numpy_p, funcs in _peers():
         for dtype in DTYPES:
             w = measure(asarray_p, to_numpy_p, funcs, dtype)

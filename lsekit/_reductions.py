@@ -175,13 +175,18 @@ def logsumexp(
     maxima; traced, the whole batch does). The rows where
     its own rounding could reach half an ulp of the result (one dominant
     term, a result near 0, a maximum outside the range of ``exp``, a
-    non-finite one) are recomputed by the path above. Results agree with it
-    to within an ulp; ``python -m lsekit bench`` times both against each
-    library's own function. Eager PyTorch takes it under autograd too: the
-    gradient is then the closed form (here ``g * exp(x - m) / (1 + t)``,
-    from the row's maximum ``m`` and the sum ``t`` of its other terms), in
-    a pass or two like the library's own, and the rows recomputed take
-    theirs from the path above, as does a second derivative.
+    non-finite one) are recomputed by the path above. Small float32 arrays
+    (up to 4096 entries on NumPy, 8192 on PyTorch: a hidden Markov model's
+    step, a short sequence's logits), whose calls the passes' fixed costs
+    would dominate, are converted to float64 at once and split there as
+    above, every row in one go (those with a non-finite maximum
+    recomputed). Results agree with it to within an ulp; ``python -m
+    lsekit bench`` times both against each library's own function. Eager
+    PyTorch takes it under autograd too: the gradient is then the closed
+    form (here ``g * exp(x - m) / (1 + t)``, from the row's maximum ``m``
+    and the sum ``t`` of its other terms), in a pass or two like the
+    library's own, and the rows recomputed take theirs from the path above,
+    as does a second derivative.
 
     Integer and boolean input is promoted to the namespace's default
     floating dtype; float16 and bfloat16 are computed in float32 and

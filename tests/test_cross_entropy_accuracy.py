@@ -18,11 +18,12 @@ Bounds asserted, in ulps of the exact value in the result's dtype:
   coefficient), so no rounding is amplified by cancellation; what remains
   is a handful of roundings in a row (2.4 ulps at worst, observed, with
   probability targets, weights and smoothing).
-* float32: 4 ulps per example, as float64. The eager fast paths take the
-  exponentials in float32 (NumPy's vectorised exp is off by up to 2.4
-  ulps, PyTorch's by 0.6), sum them in float64 and form the loss there, so
-  that it is rounded once: within 0.5 + 2.5 ulps. Elsewhere float32 is
-  computed in float64 throughout (half an ulp).
+* float32: 4 ulps per example, as float64. The eager blocked kernels
+  (arrays larger than a few thousand entries) take the exponentials in
+  float32 (NumPy's vectorised exp is off by up to 2.4 ulps, PyTorch's by
+  0.6), sum them in float64 and form the loss there, so that it is
+  rounded once: within 0.5 + 2.5 ulps. Elsewhere float32 is computed in
+  float64 throughout (half an ulp).
 * float16 and bfloat16: computed in float32 and rounded once; float32's
   error is under 2**-10 of a half-precision ulp: 0.5 + 2**-8 is asserted.
 * 'sum' and 'mean' (float64): see ``test_sum_and_mean``.

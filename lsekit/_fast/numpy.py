@@ -11,7 +11,7 @@ import sys
 from types import ModuleType
 from typing import Any
 
-from . import _blocked, _bounds
+from . import _blocked, _bounds, _widened
 
 __all__ = [
     "accepts",
@@ -32,6 +32,10 @@ EXP_ULPS = {32: 2.5, 64: 1.0}
 
 # Bytes of one block's buffer: within a core's L2 cache.
 BLOCK_BYTES = 1 << 19
+
+# Entries of the largest float32 array computed in float64 at once
+# (``_widened``).
+SMALL = 1 << 12
 
 
 def accepts(x: Any) -> bool:
@@ -58,17 +62,24 @@ def as_rows(x: Any, n: int) -> Any:
 
 
 def logsumexp(x2: Any, exact: Any = None) -> tuple[Any, Any]:
-    """``_blocked.logsumexp`` on NumPy, by ``_blocked.direct`` for float32;
-    the caller recomputes the rows."""
+    """``logsumexp`` of the rows by ``_widened`` where they fit, by
+    ``_blocked.direct`` for other float32 rows, ``_blocked.logsumexp``
+    otherwise; the caller recomputes the rows."""
     ops = sys.modules[__name__]
+    if _widened.fits(ops, x2):
+        return _widened.logsumexp(ops, x2)[:2]
     if x2.dtype.itemsize == 4:
         return _blocked.direct(ops, x2)
     return _blocked.logsumexp(ops, x2)[:2]
 
 
 def normalised(x2: Any, kind: str, exact: Any = None) -> tuple[Any, Any]:
-    """``_blocked.normalised`` on NumPy; the caller recomputes the rows."""
-    return _blocked.normalised(sys.modules[__name__], x2, kind)
+    """``normalised`` of ``_widened`` or ``_blocked``; the caller
+    recomputes the rows."""
+    ops = sys.modules[__name__]
+    if _widened.fits(ops, x2):
+        return _widened.normalised(ops, x2, kind)
+    return _blocked.normalised(ops, x2, kind)
 
 
 def sign(out: Any) -> Any:
@@ -128,6 +139,16 @@ def exclude(e: Any, at: Any, c0: int, whole: bool) -> None:
     elif hit.any():
         e[hit.nonzero()[0], at[hit] - c0] = 0.0
     return None
+
+
+def host(x: Any) -> Any:
+    """``x`` as a NumPy array: itself."""
+    return x
+
+
+def from_host(a: Any) -> Any:
+    """A NumPy array as this library's: itself."""
+    return a
 
 
 def empty_like(x: Any) -> Any:
@@ -212,7 +233,9 @@ def pick(x2: Any, idx: Any) -> Any:
 def cross_entropy(
     x2: Any, target: Any, ignore: int | None, smoothing: float, exact: Any = None
 ) -> Any:
-    """``_blocked.cross_entropy`` on NumPy; the caller recomputes the
-    rows."""
+    """``cross_entropy`` of ``_widened`` or ``_blocked``; the caller
+    recomputes the rows."""
     ops = sys.modules[__name__]
+    if _widened.fits(ops, x2):
+        return _widened.cross_entropy(ops, x2, target, ignore, smoothing)[:3]
     return _blocked.cross_entropy(ops, x2, target, ignore, smoothing)[:3]

@@ -29,7 +29,7 @@ from types import ModuleType
 from typing import Any
 
 from .. import _compat
-from . import _blocked, _bounds, _traced
+from . import _blocked, _bounds, _traced, _widened
 
 __all__ = [
     "accepts",
@@ -60,6 +60,10 @@ BLOCK_BYTES = 1 << 21
 # entries keep it in cache (a block's sum took 5-15% of the kernel's time
 # less at (512, 8192) and (128, 32000), four slices against one).
 SUM_CHUNK = 1 << 17
+
+# Entries of the largest float32 array computed in float64 at once, in
+# NumPy's operations on the tensor's memory (``_widened``).
+SMALL = 1 << 13
 
 # The rounding of PyTorch's float64 sum of a block's row, in ulps of the
 # sum, at most. Its CPU sum is a cascade (SumKernel.cpp in ATen): four
@@ -246,7 +250,9 @@ def logsumexp(x2: Any, exact: Callable[[Any], Any]) -> tuple[Any, Any]:
             "logsumexp", x2, None, None, _eager_logsumexp, exact
         ), None
     ops = sys.modules[__name__]
-    if x2.dtype == sys.modules["torch"].float32:
+    if _widened.fits(ops, x2):
+        out, redo = _widened.logsumexp(ops, x2)[:2]
+    elif x2.dtype == sys.modules["torch"].float32:
         out, redo = _blocked.direct(ops, x2)
     else:
         out, redo = _blocked.logsumexp(ops, x2)[:2]
@@ -257,7 +263,9 @@ def _eager_logsumexp(
     x2: Any, target: Any, ignore: int | None, kind: str, exact: Any
 ) -> Any:
     """``_autograd.Rows`` of ``logsumexp``."""
-    out, redo, m, low = _blocked.logsumexp(sys.modules[__name__], x2)
+    ops = sys.modules[__name__]
+    kernels = _widened.logsumexp if _widened.fits(ops, x2) else _blocked.logsumexp
+    out, redo, m, low = kernels(ops, x2)
     out, redo = _result(out), _result(redo)
     if redo is not None:
         out[redo] = exact(x2[redo])
@@ -273,7 +281,7 @@ def normalised(x2: Any, kind: str, exact: Callable[[Any], Any]) -> tuple[Any, An
         from . import _autograd
 
         return _autograd.reverse(kind, x2, None, None, _eager_normalised, exact), None
-    out, redo = _blocked.normalised(sys.modules[__name__], x2, kind)
+    out, redo = _normalised(x2, kind)
     return out, _result(redo)
 
 
@@ -281,11 +289,26 @@ def _eager_normalised(
     x2: Any, target: Any, ignore: int | None, kind: str, exact: Any
 ) -> Any:
     """``_autograd.Rows`` of ``softmax`` and ``log_softmax``."""
-    out, redo = _blocked.normalised(sys.modules[__name__], x2, kind)
+    out, redo = _normalised(x2, kind)
     redo = _result(redo)
     if redo is not None:
         out[redo] = exact(x2[redo])
     return out, (redo,)
+
+
+def _normalised(x2: Any, kind: str) -> tuple[Any, Any]:
+    ops = sys.modules[__name__]
+    kernel = _widened.normalised if _widened.fits(ops, x2) else _blocked.normalised
+    return kernel(ops, x2, kind)
+
+
+def _cross_entropy(
+    x2: Any, at: Any, ignore: int | None, smoothing: float
+) -> tuple[Any, Any, Any, Any, Any]:
+    ops = sys.modules[__name__]
+    fits = _widened.fits(ops, x2)
+    kernel = _widened.cross_entropy if fits else _blocked.cross_entropy
+    return kernel(ops, x2, at, ignore, smoothing)
 
 
 def sign(out: Any) -> Any:
@@ -358,6 +381,16 @@ def exclude(e: Any, at: Any, c0: int, whole: bool) -> Any:
     elif bool(hit.any()):
         e[hit.nonzero()[:, 0], at[hit] - c0] = 0.0
     return None
+
+
+def host(x: Any) -> Any:
+    """``x`` as a NumPy array on its memory."""
+    return x.detach().numpy()
+
+
+def from_host(a: Any) -> Any:
+    """A NumPy array as a tensor on its memory."""
+    return _tensor(a)
 
 
 def empty_like(x: Any) -> Any:
@@ -467,8 +500,8 @@ def cross_entropy(
             "cross_entropy", x2, target, ignore, rows, exact, smoothing
         )
         return loss, counted, None
-    loss, _, redo, _, _ = _blocked.cross_entropy(
-        sys.modules[__name__], x2, target.contiguous().numpy(), ignore, smoothing
+    loss, _, redo, _, _ = _cross_entropy(
+        x2, target.contiguous().numpy(), ignore, smoothing
     )
     return _result(loss), counted, _result(redo)
 
@@ -483,9 +516,7 @@ def _eager_cross_entropy(
 ) -> Any:
     """``_autograd.Rows`` of ``cross_entropy``, smoothed by ``smoothing``."""
     at = target.contiguous().numpy()
-    loss, _, redo, m, low = _blocked.cross_entropy(
-        sys.modules[__name__], x2, at, ignore, smoothing
-    )
+    loss, _, redo, m, low = _cross_entropy(x2, at, ignore, smoothing)
     loss, redo = _result(loss), _result(redo)
     if redo is not None:
         loss[redo] = exact(x2[redo], target[redo])
