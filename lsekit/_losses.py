@@ -443,10 +443,77 @@ def cross_entropy(
     if not probabilities and smoothed and out_dtype == x.dtype:
         kern = _fast.kernels(x)
     if kern is not None:
-        with _compat.errstate(xp):
-            found = _fast_loss(xp, kern, x, t, i, ignore, w, mask, smoothing)
-            loss = _impl.reduce(xp, *found, reduction, compensated)
-        return _compat.finalize(xp, xp.astype(loss, out_dtype))
+        loss = _kernel_loss(
+            xp,
+            x,
+            t,
+            w,
+            mask,
+            kern=kern,
+            axis=i,
+            ignore=ignore,
+            smoothing=smoothing,
+            reduction=reduction,
+            compensated=compensated,
+        )
+    else:
+        loss = _standard_loss(
+            xp,
+            x,
+            t,
+            w,
+            mask,
+            axis=i,
+            probabilities=probabilities,
+            ignore=ignore,
+            smoothing=smoothing,
+            reduction=reduction,
+            compensated=compensated,
+            work=work,
+        )
+    return _compat.finalize(xp, xp.astype(loss, out_dtype))
+
+
+@_compat.compiled
+def _kernel_loss(
+    xp: ModuleType,
+    x: Any,
+    t: Any,
+    w: Any,
+    mask: Any,
+    *,
+    kern: ModuleType,
+    axis: int,
+    ignore: int | None,
+    smoothing: float,
+    reduction: str,
+    compensated: bool,
+) -> Any:
+    """The reduced loss of checked class indices ``t``, by the kernels
+    ``kern`` (see ``_fast_loss``)."""
+    with _compat.errstate(xp):
+        found = _fast_loss(xp, kern, x, t, axis, ignore, w, mask, smoothing)
+        return _impl.reduce(xp, *found, reduction, compensated)
+
+
+@_compat.compiled
+def _standard_loss(
+    xp: ModuleType,
+    x: Any,
+    t: Any,
+    w: Any,
+    mask: Any,
+    *,
+    axis: int,
+    probabilities: bool,
+    ignore: int | None,
+    smoothing: float,
+    reduction: str,
+    compensated: bool,
+    work: Any,
+) -> Any:
+    """The reduced loss of checked arguments by the standard-only path, in
+    ``work``, a large eager batch in blocks (see ``_blocks``)."""
     if w is not None:
         w = xp.astype(w, work)
     passes = _compat.passes(xp)
@@ -456,7 +523,7 @@ def cross_entropy(
             xp,
             xp.astype(x[part], work),
             xp.astype(t[part], work) if probabilities else t[example_part],
-            i,
+            axis,
             probabilities=probabilities,
             weight=w,
             ignore_index=ignore,
@@ -466,7 +533,7 @@ def cross_entropy(
             passes=passes,
         )
 
-    cut, blocks = _blocks(x, i)
+    cut, blocks = _blocks(x, axis)
     with _compat.errstate(xp):
         parts = [run(*block) for block in blocks]
         loss, counted, weights = parts[0]
@@ -475,5 +542,4 @@ def cross_entropy(
                 None if part is None else xp.concat([q[k] for q in parts], axis=cut)
                 for k, part in enumerate(parts[0])
             )
-        loss = _impl.reduce(xp, loss, counted, weights, reduction, compensated, passes)
-    return _compat.finalize(xp, xp.astype(loss, out_dtype))
+        return _impl.reduce(xp, loss, counted, weights, reduction, compensated, passes)

@@ -81,7 +81,7 @@ def normalised(ops: ModuleType, x2: Any, kind: str) -> tuple[Any, Any]:
         d, e, _, t, ok = _split(ops, x2)
         # exp(x - m) / (1 + t), or (x - m) - log1p(t).
         out = e / (1.0 + t)[:, None] if kind == "softmax" else d - lib.log1p(t)[:, None]
-        return ops.from_host(out.astype(lib.float32)), _redo(ok)
+        return ops.from_host(out.astype(ops.host(x2).dtype)), _redo(ok)
 
 
 def cross_entropy(
