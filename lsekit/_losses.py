@@ -442,34 +442,18 @@ def cross_entropy(
     smoothed = not smoothing or (w is None and x.dtype == xp.float32)
     if not probabilities and smoothed and out_dtype == x.dtype:
         kern = _fast.kernels(x)
+    options: dict[str, Any] = {
+        "axis": i,
+        "ignore": ignore,
+        "smoothing": smoothing,
+        "reduction": reduction,
+        "compensated": compensated,
+    }
     if kern is not None:
-        loss = _kernel_loss(
-            xp,
-            x,
-            t,
-            w,
-            mask,
-            kern=kern,
-            axis=i,
-            ignore=ignore,
-            smoothing=smoothing,
-            reduction=reduction,
-            compensated=compensated,
-        )
+        loss = _kernel_loss(xp, x, t, w, mask, kern=kern, **options)
     else:
         loss = _standard_loss(
-            xp,
-            x,
-            t,
-            w,
-            mask,
-            axis=i,
-            probabilities=probabilities,
-            ignore=ignore,
-            smoothing=smoothing,
-            reduction=reduction,
-            compensated=compensated,
-            work=work,
+            xp, x, t, w, mask, probabilities=probabilities, work=work, **options
         )
     return _compat.finalize(xp, xp.astype(loss, out_dtype))
 
