@@ -3,8 +3,8 @@
 Runs every input family of ``tests/families.py`` through lsekit on each
 installed CPU backend and through the peers' own functions (SciPy, PyTorch,
 JAX), against exact mpmath references, and prints a markdown table (with
-the float32 rows of NumPy's and PyTorch's blocked kernels, which arrays
-larger than these rows take)::
+the float32 rows of NumPy's and PyTorch's other kernels, which take
+float32 arrays where lsekit's C kernel was not built)::
 
     python benchmarks/accuracy.py [--backend NAME ...]
 
@@ -213,14 +213,22 @@ def main(argv: list[str] | None = None) -> int:
             w = measure(rt.asarray, rt.to_numpy, _lsekit_funcs(rt), dtype)
             print(f"| lsekit on {name} | {dtype} | {_cells(w)} |", flush=True)
         if name in BLOCKED:
-            # Each row here is a small array, which the float64 kernels of
-            # lsekit._fast._widened take: their blocked kernels, which take
-            # larger arrays, are measured by lowering the threshold.
+            # Each row here is a small array, which the C kernel of
+            # lsekit._fast._fused takes where it was built. Without it, such
+            # arrays take the float64 kernels of lsekit._fast._widened, and
+            # larger ones the blocked kernels, measured by lowering the
+            # threshold.
             kernels = importlib.import_module(f"lsekit._fast.{name}")
-            small, kernels.SMALL = kernels.SMALL, 0
-            w = measure(rt.asarray, rt.to_numpy, _lsekit_funcs(rt), "float32")
-            kernels.SMALL = small
-            print(f"| lsekit on {name}, blocked kernels | float32 | {_cells(w)} |")
+            fused = importlib.import_module("lsekit._fast._fused")
+            small, fused.ENABLED = kernels.SMALL, False
+            for label, size in (("small arrays", small), ("blocked kernels", 0)):
+                kernels.SMALL = size
+                w = measure(rt.asarray, rt.to_numpy, _lsekit_funcs(rt), "float32")
+                print(
+                    f"| lsekit on {name}, no C kernel, {label} | float32 "
+                    f"| {_cells(w)} |"
+                )
+            kernels.SMALL, fused.ENABLED = small, True
     for title, asarray_p, to_numpy_p, funcs in _peers():
         for dtype in DTYPES:
             w = measure(asarray_p, to_numpy_p, funcs, dtype)

@@ -4,14 +4,15 @@ A hidden Markov model's forward pass calls ``logsumexp`` on its states'
 array once per step; a short sequence's logits are a few thousand
 entries. There each call's fixed costs are the whole call. This times
 every function on such arrays (float32, the last axis reduced) against
-SciPy's (NumPy) and PyTorch's own, and against lsekit's blocked kernels,
-which took these arrays before the float64 kernels for small arrays::
+SciPy's (NumPy) and PyTorch's own, and against lsekit without its C
+kernel (``lsekit._fast._fused``, where it was built), whose float64
+kernels for small arrays then take them::
 
     python benchmarks/small_arrays.py [--backend numpy torch] [--calls 2000]
 
 One markdown table per backend: median microseconds per call of lsekit,
-of lsekit's blocked kernels and of the peer, the three alternated call by
-call, and lsekit's ratio to each.
+of lsekit without its C kernel and of the peer, the three alternated call
+by call, and lsekit's ratio to each.
 """
 
 from __future__ import annotations
@@ -82,12 +83,11 @@ def run(backend: str, calls: int) -> None:
     title, make = PEERS[backend]
     convert, peers = make()
     ours = _ours()
-    kernels = importlib.import_module(f"lsekit._fast.{backend}")
-    small = kernels.SMALL
-    print(f"\n{backend}: lsekit, its blocked kernels and {title}\n")
+    fused = importlib.import_module("lsekit._fast._fused")
+    print(f"\n{backend}: lsekit, lsekit without its C kernel and {title}\n")
     print(
-        "| function | shape | lsekit us | blocked us | peer us "
-        "| ratio to peer | ratio to blocked |"
+        "| function | shape | lsekit us | no C kernel us | peer us "
+        "| ratio to peer | ratio to no C kernel |"
     )
     print("|---|---|---|---|---|---|---|")
     rng = np.random.default_rng(0)
@@ -96,21 +96,21 @@ def run(backend: str, calls: int) -> None:
         y = convert(rng.integers(0, n, rows))
         for name, peer in peers.items():
             sides = {
-                "lsekit": (ours[name], small),
-                "blocked": (ours[name], 0),
-                "peer": (peer, small),
+                "lsekit": (ours[name], True),
+                "no C kernel": (ours[name], False),
+                "peer": (peer, True),
             }
             times: dict[str, list[float]] = {k: [] for k in sides}
-            for f, size in sides.values():
-                kernels.SMALL = size
+            for f, kernel in sides.values():
+                fused.ENABLED = kernel
                 f(x, y)
             for _ in range(calls):
-                for k, (f, size) in sides.items():
-                    kernels.SMALL = size
+                for k, (f, kernel) in sides.items():
+                    fused.ENABLED = kernel
                     start = time.perf_counter()
                     f(x, y)
                     times[k].append(time.perf_counter() - start)
-            kernels.SMALL = small
+            fused.ENABLED = True
             a, b, c = (_median_us(times[k]) for k in sides)
             print(
                 f"| {name} | {rows}x{n} | {a:.1f} | {b:.1f} | {c:.1f} "

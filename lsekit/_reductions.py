@@ -163,30 +163,34 @@ def logsumexp(
 
     Unweighted, unmasked float32 and float64 input takes a fast path on
     NumPy and on eager PyTorch (CPU), and float32 under JAX with
-    ``jax_enable_x64`` and under ``torch.compile`` (CPU): one pass over
-    memory for the maxima, ``exp`` and its float64 sum, in blocks that stay
-    in cache, or fused by the compiler. Its exponentials are exact in their
-    argument (unshifted ``exp(x)`` divided by ``exp(m)`` afterwards, or,
-    when traced, the shift's rounding undone by TwoSum). float32 rows whose
+    ``jax_enable_x64`` and under ``torch.compile`` (CPU). float32 on NumPy
+    and eager PyTorch goes through a C kernel, built at install where a C
+    compiler is found, in one pass over memory: each row's maximum ``m``,
+    then ``exp(a - m)`` with the shift formed in float64 (exact, where a
+    float32 shift rounds by up to ``|a - m|`` ulps of the term) by a
+    float64 polynomial within ``2**-33``, summed in float64 over the
+    entries but the maxima, which count as an exact 1 each; on PyTorch's
+    own threads. Without the kernel, and for float64, the fast path takes
+    the maxima, ``exp`` and its float64 sum in blocks that stay in cache,
+    or fused by the compiler, with exponentials exact in their argument
+    (unshifted ``exp(x)`` divided by ``exp(m)`` afterwards, or, when
+    traced, the shift's rounding undone by TwoSum); float32 rows whose
     result is at least 4.5 in magnitude (8.5 on NumPy, whose ``exp`` is
     within 2.5 ulps) take ``log`` of the float64 sum of the unshifted
     ``exp(x)``, without the maxima, their result large enough for the
     exponentials' own rounding (eagerly the other rows alone take the
-    maxima; traced, the whole batch does). The rows where
-    its own rounding could reach half an ulp of the result (one dominant
-    term, a result near 0, a maximum outside the range of ``exp``, a
-    non-finite one) are recomputed by the path above. Small float32 arrays
-    (up to 4096 entries on NumPy, 8192 on PyTorch: a hidden Markov model's
-    step, a short sequence's logits), whose calls the passes' fixed costs
-    would dominate, are converted to float64 at once and split there as
-    above, every row in one go (those with a non-finite maximum
-    recomputed). Results agree with it to within an ulp; ``python -m
-    lsekit bench`` times both against each library's own function. Eager
-    PyTorch takes it under autograd too: the gradient is then the closed
-    form (here ``g * exp(x - m) / (1 + t)``, from the row's maximum ``m``
-    and the sum ``t`` of its other terms), in a pass or two like the
-    library's own, and the rows recomputed take theirs from the path above,
-    as does a second derivative.
+    maxima; traced, the whole batch does), and small float32 arrays (up to
+    4096 entries on NumPy, 8192 on PyTorch: a hidden Markov model's step)
+    are converted to float64 at once. The rows where the fast path's
+    rounding could reach half an ulp of the result (one dominant term, a
+    result near 0, a maximum outside the range of ``exp``, a non-finite
+    one) are recomputed by the path above. Results agree with it to within
+    an ulp; ``python -m lsekit bench`` times both against each library's
+    own function. Eager PyTorch takes it under autograd too: the gradient
+    is then the closed form (here ``g * exp(x - m) / (1 + t)``, from the
+    row's maximum ``m`` and the sum ``t`` of its other terms), in a pass or
+    two like the library's own, and the rows recomputed take theirs from
+    the path above, as does a second derivative.
 
     Integer and boolean input is promoted to the namespace's default
     floating dtype; float16 and bfloat16 are computed in float32 and
@@ -455,8 +459,10 @@ def softmax(x: Any, axis: Any = None, *, where: Any = None) -> Any:
     entries and 0 elsewhere (SciPy gives NaN everywhere).
 
     Unmasked float32 and float64 input takes the fast path described in
-    :func:`logsumexp` (for rows with a non-negative maximum on NumPy and
-    PyTorch, whose numerators ``exp(x)`` are not shifted). Neither path
+    :func:`logsumexp` (without its C kernel, for rows with a non-negative
+    maximum on NumPy and PyTorch, whose numerators ``exp(x)`` are then not
+    shifted); the C kernel rounds ``exp(x - m)`` and ``1 / (W + s)`` to
+    float32 and multiplies them, within 1.5 ulps of the quotient. Neither path
     passes on the rounding of ``x - m``, which costs a plain max-shift
     softmax in float64 up to ``|x - m|`` ulps (hundreds, far below the
     maximum).
@@ -513,8 +519,9 @@ def log_softmax(x: Any, axis: Any = None, *, where: Any = None) -> Any:
 
     Unmasked float32 and float64 input takes the fast path described in
     :func:`logsumexp`; every entry stays within 4 ulps (float32 on NumPy
-    forms ``(x - m) - log1p(s)`` in float64 and rounds once; on PyTorch and
-    JAX the three terms round in float32, within 1.5 ulps plus the error of
+    and eager PyTorch forms ``(x - m) - log1p(s)`` in float64 and rounds
+    once; without the C kernel, and under ``torch.compile`` and JAX, the
+    three terms round in float32, within 1.5 ulps plus the error of
     ``log1p(s)``).
 
     Examples

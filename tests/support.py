@@ -397,3 +397,43 @@ def assert_gradient(
             tol = (4 * abs(float(row[j]) - float(lse)) + 16) * eps * float(s)
             tol = max(tol, float(np.finfo(dtype).smallest_normal))
             assert abs(mpmath.mpf(float(v)) - w) <= tol, (kind, i, j, v, w)
+
+
+def assert_float32_family(bk: Runtime, family: str) -> None:
+    """The accuracy tests' ``family`` in float32, row by row, within their
+    bounds: ``logsumexp`` within an ulp of the larger of its result and
+    the row's maximum, every ``log_softmax`` and ``softmax`` entry (at or
+    above the smallest normal) and every loss (class at the row's maximum,
+    minimum and middle) within 4."""
+    from lsekit import cross_entropy, log_softmax, logsumexp, softmax
+    from tests.families import rows
+
+    normal = np.finfo(np.float32).smallest_normal
+    for row in rows(family, np.float32):
+        a = bk.asarray(row, "float32")
+        exact = exact_logsumexp(row)
+        scale = np.float32(max(abs(float(exact)), abs(float(row.max()))))
+        got = float(bk.to_numpy(logsumexp(a)))
+        assert abs(mpmath.mpf(got) - exact) <= np.spacing(scale), (family, row)
+        pairs = [
+            *zip(bk.to_numpy(log_softmax(a)), exact_log_softmax(row), strict=True),
+            *(
+                (v, e)
+                for v, e in zip(
+                    bk.to_numpy(softmax(a)), exact_softmax(row), strict=True
+                )
+                if e >= normal
+            ),
+        ]
+        targets = np.array([np.argmax(row), np.argmin(row), row.size // 2])
+        losses = cross_entropy(
+            bk.asarray(np.stack([row] * 3), "float32"),
+            bk.asarray(targets, "int64"),
+            reduction="none",
+        )
+        logp = exact_log_softmax(row)
+        pairs += [
+            (v, -logp[t]) for v, t in zip(bk.to_numpy(losses), targets, strict=True)
+        ]
+        for v, e in pairs:
+            assert ulp_error(v, e, np.float32) <= 4.0, (family, row, v, e)

@@ -6,9 +6,10 @@ row longer than a block cut into slices whose sums are completed before the
 row is normalised. The arrays of the other tests fit in one block; here the
 block is shrunk so that every layout runs on a few short rows, with each
 row's maximum in the first, a middle or the last slice, ties at the
-maximum, and one term dominating the sum. Small float32 arrays take the
-kernels of ``_widened`` instead (``tests/test_small_arrays.py``): here the
-blocked ones take every size.
+maximum, and one term dominating the sum. float32 arrays take the C
+kernel of ``_fused`` where it is built (``tests/test_fused.py``), and
+small ones the kernels of ``_widened`` otherwise
+(``tests/test_small_arrays.py``): here the blocked ones take every size.
 """
 
 from __future__ import annotations
@@ -21,8 +22,10 @@ import numpy as np
 import pytest
 
 from lsekit import cross_entropy, log_softmax, logsumexp, softmax
-from tests.families import FAMILIES, rows
+from lsekit._fast import _fused
+from tests.families import FAMILIES
 from tests.support import (
+    assert_float32_family,
     assert_gradient,
     exact_log_softmax,
     exact_logsumexp,
@@ -72,6 +75,7 @@ def blocked(request, bk, monkeypatch):
     original = module.exp_into
     monkeypatch.setattr(module, "exp_into", exp_into)
     monkeypatch.setattr(module, "SMALL", 0)
+    monkeypatch.setattr(_fused, "ENABLED", False)
     return module, WIDTHS[request.param], calls, floors
 
 
@@ -431,11 +435,8 @@ def test_many_tiny_terms(bk, kind):
 @pytest.mark.parametrize("family", list(FAMILIES))
 def test_families(bk, monkeypatch, family):
     """The accuracy tests' families in float32, which those tests hand to
-    ``_widened`` row by row, through the blocked kernels, to the same
-    bounds: ``logsumexp`` within an ulp of the larger of its result and
-    the row's maximum, every ``log_softmax`` and ``softmax`` entry (at or
-    above the smallest normal) and every loss (class at the row's maximum,
-    minimum and middle) within 4."""
+    the C kernel row by row, through the blocked kernels, to the same
+    bounds (``assert_float32_family``)."""
     if bk.name not in BLOCKED:
         pytest.skip(f"{bk.name} has no blocked kernels")
     module = importlib.import_module(BLOCKED[bk.name])
@@ -448,35 +449,8 @@ def test_families(bk, monkeypatch, family):
     original = module.exp_into
     monkeypatch.setattr(module, "exp_into", exp_into)
     monkeypatch.setattr(module, "SMALL", 0)
-    normal = np.finfo(np.float32).smallest_normal
-    for row in rows(family, np.float32):
-        a = bk.asarray(row, "float32")
-        exact = exact_logsumexp(row)
-        scale = np.float32(max(abs(float(exact)), abs(float(row.max()))))
-        got = float(bk.to_numpy(logsumexp(a)))
-        assert abs(mpmath.mpf(got) - exact) <= np.spacing(scale), (family, row)
-        pairs = [
-            *zip(bk.to_numpy(log_softmax(a)), exact_log_softmax(row), strict=True),
-            *(
-                (v, e)
-                for v, e in zip(
-                    bk.to_numpy(softmax(a)), exact_softmax(row), strict=True
-                )
-                if e >= normal
-            ),
-        ]
-        targets = np.array([np.argmax(row), np.argmin(row), row.size // 2])
-        losses = cross_entropy(
-            bk.asarray(np.stack([row] * 3), "float32"),
-            bk.asarray(targets, "int64"),
-            reduction="none",
-        )
-        logp = exact_log_softmax(row)
-        pairs += [
-            (v, -logp[t]) for v, t in zip(bk.to_numpy(losses), targets, strict=True)
-        ]
-        for v, e in pairs:
-            assert ulp_error(v, e, np.float32) <= 4.0, (family, row, v, e)
+    monkeypatch.setattr(_fused, "ENABLED", False)
+    assert_float32_family(bk, family)
     assert calls, "the blocked kernels did not run"
 
 

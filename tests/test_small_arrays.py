@@ -1,8 +1,9 @@
-"""Small float32 arrays on NumPy and eager PyTorch: computed in float64 at
-once (``lsekit._fast._widened``), against exact references (mpmath, 60
-digits).
+"""Small float32 arrays on NumPy and eager PyTorch, through both kernels
+that take them: the C kernel (``lsekit._fast._fused``) where it was built,
+and otherwise NumPy's operations in float64, at once
+(``lsekit._fast._widened``); against exact references (mpmath, 60 digits).
 
-The accuracy tests hand these kernels their families row by row; here:
+The accuracy tests hand the kernels their families row by row; here:
 which arrays take them, rows they hand back (an ``inf``, a NaN, every
 entry ``-inf``) among rows they keep, the loss's options, and gradients.
 """
@@ -16,7 +17,7 @@ import numpy as np
 import pytest
 
 from lsekit import cross_entropy, log_softmax, logsumexp, softmax
-from lsekit._fast import _widened
+from lsekit._fast import _fused, _widened
 from tests.support import (
     assert_gradient,
     exact_log_softmax,
@@ -35,21 +36,34 @@ PUBLIC = {
 }
 
 
-@pytest.fixture
-def widened(bk, monkeypatch):
-    """The eager kernel module of ``bk``, and the shapes of the arrays
-    that ``_widened`` computed."""
+@pytest.fixture(params=["fused", "widened"])
+def kernel(request, bk, monkeypatch):
+    """The eager kernel module of ``bk``, the kernel (``request.param``),
+    and the shapes of the arrays that it computed: ``_fused``'s C kernel,
+    or ``_widened``'s with the C kernel off."""
     if bk.name not in EAGER:
         pytest.skip(f"{bk.name} has no eager kernels")
     calls = []
-    original = _widened._split
+    if request.param == "fused":
+        if _fused._load() is None:
+            pytest.skip("the C kernel was not built")
+        original_rows = _fused.rows
 
-    def split(ops, x2):
-        calls.append(tuple(x2.shape))
-        return original(ops, x2)
+        def rows(ops, x2, kind, sums):
+            calls.append(tuple(x2.shape))
+            return original_rows(ops, x2, kind, sums)
 
-    monkeypatch.setattr(_widened, "_split", split)
-    return importlib.import_module(EAGER[bk.name]), calls
+        monkeypatch.setattr(_fused, "rows", rows)
+    else:
+        original = _widened._split
+
+        def split(ops, x2):
+            calls.append(tuple(x2.shape))
+            return original(ops, x2)
+
+        monkeypatch.setattr(_widened, "_split", split)
+        monkeypatch.setattr(_fused, "ENABLED", False)
+    return importlib.import_module(EAGER[bk.name]), calls, request.param
 
 
 def _rows(n: int, count: int = 8) -> np.ndarray:
@@ -57,15 +71,16 @@ def _rows(n: int, count: int = 8) -> np.ndarray:
 
 
 @pytest.mark.parametrize("kind", list(PUBLIC))
-def test_which_arrays(bk, widened, kind):
-    """float32 arrays of up to ``SMALL`` entries take the kernels, larger
-    ones and float64 do not."""
-    module, calls = widened
+def test_which_arrays(bk, kernel, kind):
+    """float32 arrays take the C kernel, whatever their size; without it,
+    those of up to ``SMALL`` entries take ``_widened``'s. float64 takes
+    neither."""
+    module, calls, path = kernel
     small = module.SMALL
     cases = [
         ((8, 8), "float32", True),
         ((1, small), "float32", True),
-        ((2, small // 2 + 1), "float32", False),
+        ((2, small // 2 + 1), "float32", path == "fused"),
         ((8, 8), "float64", False),
     ]
     for (rows, n), dtype, expected in cases:
@@ -90,7 +105,7 @@ def _mixed() -> np.ndarray:
     return x.astype(np.float32)
 
 
-def test_rows_handed_back(bk, widened):
+def test_rows_handed_back(bk, kernel):
     """Among the rows the kernels keep (every finite one, within the
     accuracy tests' bounds), those with an ``inf``, a NaN or only ``-inf``
     take the standard-only path's values: ``inf``, NaN, ``-inf`` for
@@ -102,7 +117,7 @@ def test_rows_handed_back(bk, widened):
     lse = bk.to_numpy(logsumexp(a, axis=1))
     lsm = bk.to_numpy(log_softmax(a, axis=1))
     sm = bk.to_numpy(softmax(a, axis=1))
-    assert widened[1]
+    assert kernel[1]
     for i, row in enumerate(x[:4].astype(np.float64)):
         assert ulp_error(lse[i], exact_logsumexp(row), np.float32) <= 1.0, i
         for v, e in zip(lsm[i], exact_log_softmax(row), strict=True):
@@ -135,7 +150,7 @@ def _loss_exact(row: np.ndarray, y: int, smoothing: float) -> mpmath.mpf:
 
 @pytest.mark.parametrize("smoothing", [0.0, SMOOTHING])
 @pytest.mark.parametrize("ignore", [None, 2])
-def test_loss(bk, widened, smoothing, ignore):
+def test_loss(bk, kernel, smoothing, ignore):
     """The loss of the finite rows (the target at a dominant term, at a
     ``-inf`` entry, at an ignored class), smoothed or not, holds against
     mpmath: an infinite loss where the target's logit or, smoothed, any
@@ -151,14 +166,14 @@ def test_loss(bk, widened, smoothing, ignore):
             ignore_index=-100 if ignore is None else ignore,
         )
     )
-    assert widened[1]
+    assert kernel[1]
     for row, y, g in zip(x, target, got, strict=True):
         exact = 0 if y == ignore else _loss_exact(row, y, smoothing)
         assert ulp_error(g, exact, np.float32) <= 4.0, (row, y, g, exact)
 
 
 @pytest.mark.parametrize("kind", list(PUBLIC))
-def test_gradient(bk, widened, kind):
+def test_gradient(bk, kernel, kind):
     """Under autograd the small rows take the kernels too, with the closed
     forms' gradients; the row with ``-inf`` entries included."""
     if bk.name != "torch":
@@ -170,7 +185,7 @@ def test_gradient(bk, widened, kind):
     leaf = torch.asarray(x).requires_grad_(True)
     out = PUBLIC[kind](leaf, torch.asarray(target))
     out.backward(torch.asarray(g, dtype=out.dtype))
-    assert widened[1]
+    assert kernel[1]
     assert_gradient(
         kind, x.astype(np.float64), leaf.grad.numpy(), g, target, np.float32
     )

@@ -6,7 +6,8 @@ exact)``, ``cross_entropy(x2, target, ignore, smoothing, exact)``, ``sign(out)``
 ``cast(x, dtype)``: the kernels of ``logsumexp``, ``log_softmax``,
 ``softmax`` and the class-index ``cross_entropy`` over the rows of a 2-D
 float array, which take the exponentials in its dtype and sum them in
-float64. NumPy's and eager PyTorch's are blocked loops (``_blocked``);
+float64. NumPy's and eager PyTorch's are blocked loops (``_blocked``),
+whose float32 rows a C kernel takes where it was built (``_fused``);
 JAX's, and PyTorch's under ``torch.compile``, one traced expression
 (``_traced``). The driver here lays the reduced axes out as rows and hands
 the rows that the eager kernels do not certify (the traced ones decide

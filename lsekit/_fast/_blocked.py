@@ -17,7 +17,7 @@ from __future__ import annotations
 from types import ModuleType
 from typing import Any
 
-from . import _bounds
+from . import _bounds, _fused
 
 __all__ = ["cross_entropy", "direct", "logsumexp", "normalised"]
 
@@ -72,6 +72,8 @@ def _rows(
     values); ``total``, with ``sums``, the sum of each row's entries in
     float64, taken while its blocks are in cache (None otherwise).
     """
+    if _fused.fits(ops, x2):
+        return _fused.rows(ops, x2, kind, sums)
     lib = ops.lib()
     nrows, n = x2.shape
     out = None if kind == "logsumexp" else ops.empty_like(x2)
@@ -197,7 +199,10 @@ def direct(ops: ModuleType, x2: Any) -> tuple[Any, Any]:
     rows: ``log(s)``, ``s`` the float64 sum of the unshifted ``exp(x)``,
     in one pass over the rows, where that holds (see
     ``_bounds.direct_low``), and ``logsumexp``'s elsewhere, on those rows
-    alone."""
+    alone. Where ``_fused`` applies, its maxima cost no pass of their own,
+    and ``logsumexp`` takes every row."""
+    if _fused.fits(ops, x2):
+        return logsumexp(ops, x2)[:2]
     lib = ops.lib()
     nrows, n = x2.shape
     s = ops.zeros64(nrows)

@@ -35,13 +35,20 @@ from __future__ import annotations
 from types import ModuleType
 from typing import Any
 
+from . import _fused
+
 __all__ = ["cross_entropy", "fits", "logsumexp", "normalised"]
 
 
 def fits(ops: ModuleType, x2: Any) -> bool:
     """Whether ``x2`` is float32 rows small enough for these kernels
-    (``ops.SMALL`` entries at most)."""
-    return bool(ops.bits(x2) == 32 and x2.shape[0] * x2.shape[1] <= ops.SMALL)
+    (``ops.SMALL`` entries at most), where ``_fused``'s kernel does not
+    take them."""
+    return bool(
+        ops.bits(x2) == 32
+        and x2.shape[0] * x2.shape[1] <= ops.SMALL
+        and not _fused.fits(ops, x2)
+    )
 
 
 def _split(ops: ModuleType, x2: Any) -> tuple[Any, Any, Any, Any, Any]:

@@ -1,4 +1,5 @@
-"""NumPy: the primitives of the blocked row kernels (``_blocked``).
+"""NumPy: the primitives of the blocked row kernels (``_blocked``), whose
+float32 rows the C kernel of ``_fused`` takes where it was built.
 
 Written in place through the ufuncs' ``out=`` arguments: a fresh array's
 first touch costs as much as the arithmetic on it.
@@ -139,6 +140,12 @@ def exclude(e: Any, at: Any, c0: int, whole: bool) -> None:
     elif hit.any():
         e[hit.nonzero()[0], at[hit] - c0] = 0.0
     return None
+
+
+def threads() -> tuple[int, Any]:
+    """The threads of ``_fused``'s kernel, and no OpenMP team to run them
+    on: one, as NumPy's own functions take."""
+    return 1, None
 
 
 def host(x: Any) -> Any:

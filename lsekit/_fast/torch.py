@@ -1,5 +1,7 @@
-"""PyTorch on the CPU: eagerly, the primitives of the blocked row kernels;
-under ``torch.compile``, the traced kernels of ``_traced``.
+"""PyTorch on the CPU: eagerly, the primitives of the blocked row kernels
+(whose float32 rows the C kernel of ``_fused`` takes, on PyTorch's own
+OpenMP threads, where it was built); under ``torch.compile``, the traced
+kernels of ``_traced``.
 
 Written through the ``out=`` and in-place forms of PyTorch's operations.
 The vectors of one value per row (maxima, sums, ``t``, the certified rows)
@@ -380,6 +382,48 @@ def exclude(e: Any, at: Any, c0: int, whole: bool) -> Any:
         e.scatter_(1, (at - c0)[:, None], 0.0)
     elif bool(hit.any()):
         e[hit.nonzero()[:, 0], at[hit] - c0] = 0.0
+    return None
+
+
+def threads() -> tuple[int, Any]:
+    """The threads of ``_fused``'s kernel, PyTorch's intra-op count, and the
+    addresses of ``GOMP_parallel``, ``omp_get_thread_num`` and
+    ``omp_get_num_threads`` of PyTorch's OpenMP runtime, which runs them on
+    its own team (None where it has none: the kernel starts threads of its
+    own)."""
+    return sys.modules["torch"].get_num_threads(), _openmp()
+
+
+@functools.cache
+def _openmp() -> tuple[int, int, int] | None:
+    """The OpenMP functions of PyTorch's runtime, where the process has
+    loaded one (Linux: ``libgomp`` beside ``libtorch``)."""
+    import ctypes
+    import os
+
+    torch = sys.modules["torch"]
+    if "ATen parallel backend: OpenMP" not in torch.__config__.parallel_info():
+        return None
+    here = os.path.join(os.path.dirname(str(torch.__file__)), "lib")
+    try:
+        with open("/proc/self/maps") as maps:
+            loaded = maps.read()
+    except OSError:
+        return None
+    names = ("GOMP_parallel", "omp_get_thread_num", "omp_get_num_threads")
+    for name in sorted(os.listdir(here)) if os.path.isdir(here) else ():
+        path = os.path.realpath(os.path.join(here, name))
+        if "gomp" not in name or path not in loaded:
+            continue
+        try:
+            runtime = ctypes.CDLL(path)
+            found = [
+                ctypes.cast(getattr(runtime, f), ctypes.c_void_p).value for f in names
+            ]
+        except (OSError, AttributeError):
+            continue
+        if all(found):
+            return (int(found[0] or 0), int(found[1] or 0), int(found[2] or 0))
     return None
 
 

@@ -1,0 +1,105 @@
+"""The C kernel of float32 rows on the CPU (``_kernel.c``), where it was built.
+
+One call does what the blocked kernels (``_blocked``) do in a dozen of the
+library's operations and a pass over memory each: every row's maximum
+``m``, ``t``, the float64 sum of its terms ``exp(x - m)`` but one
+maximum's, and the normalised rows, three passes over a row in cache. Its
+terms are exact in their argument (the shift is formed in float64) and
+within ``2**-32`` of the exponential, relative; its sum is float64's, as
+is the ``(x - m) - log1p(t)`` of ``log_softmax``, rounded once. Rows whose
+maximum is not finite are left to the caller; the others are certified
+(``_blocked`` still checks the rounding of a ``logsumexp`` near 0).
+
+The rows are split among threads: PyTorch's own OpenMP team, whose
+threads wait for work between its operations (threads of our own would
+compete with them for the cores), and one thread for NumPy, whose own
+functions take one.
+
+``ops`` is the library's module (``numpy.py``, ``torch.py``), as in
+``_blocked``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from types import ModuleType
+from typing import Any
+
+__all__ = ["fits", "rows"]
+
+# False sends float32 rows to the other kernels (``_widened``,
+# ``_blocked``), which the tests exercise with it.
+ENABLED = True
+
+# Entries below which a call stays on one thread: a team's start costs
+# microseconds.
+PARALLEL = 1 << 15
+
+_KINDS = {"logsumexp": 0, "log_softmax": 1, "softmax": 2}
+
+_kernel: ModuleType | None = None
+_loaded = False
+# The libraries whose OpenMP team the kernel was given.
+_pooled: set[str] = set()
+
+
+def _load() -> ModuleType | None:
+    """The compiled module, or None where it was not built."""
+    global _kernel, _loaded
+    if not _loaded:
+        try:
+            _kernel = importlib.import_module(f"{__package__}._kernel")
+        except ImportError:
+            _kernel = None
+        _loaded = True
+    return _kernel
+
+
+def fits(ops: ModuleType, x2: Any) -> bool:
+    """Whether the kernel computes the rows ``x2``: float32, and built."""
+    return bool(ENABLED and ops.bits(x2) == 32 and _load() is not None)
+
+
+def _threads(ops: ModuleType, x2: Any) -> tuple[int, bool]:
+    """The threads to split the rows among, and whether they are the
+    library's OpenMP team."""
+    kernel = _load()
+    assert kernel is not None
+    if x2.shape[0] * x2.shape[1] < PARALLEL:
+        return 1, False
+    threads, team = ops.threads()
+    if team is not None and ops.__name__ not in _pooled:
+        kernel.pool(*team)
+        _pooled.add(ops.__name__)
+    return threads, team is not None
+
+
+def rows(
+    ops: ModuleType, x2: Any, kind: str, sums: bool
+) -> tuple[Any, Any, Any, Any, Any]:
+    """``(out, m, t, ok, total)`` of the C-contiguous float32 rows ``x2``, as
+    ``_blocked._rows`` gives them: ``out`` the normalised rows (None for
+    ``"logsumexp"``), ``m`` and ``t`` in float64, ``ok`` the rows done,
+    ``total`` with ``sums`` each row's sum of entries in float64."""
+    np = sys.modules["numpy"]
+    kernel = _load()
+    assert kernel is not None
+    a = ops.host(x2)
+    nrows, n = a.shape
+    out = None if kind == "logsumexp" else ops.empty_like(x2)
+    m, t = np.empty(nrows), np.empty(nrows)
+    total = np.empty(nrows) if sums else None
+    threads, shared = _threads(ops, x2)
+    kernel.rows(
+        a,
+        None if out is None else ops.host(out),
+        m,
+        t,
+        total,
+        n,
+        _KINDS[kind],
+        threads,
+        shared,
+    )
+    return out, m, t, np.isfinite(m), total

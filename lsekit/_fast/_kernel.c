@@ -1,0 +1,506 @@
+/*
+ * The fused row kernel of float32 logsumexp, log_softmax, softmax and
+ * cross_entropy on the CPU: each row's maximum, the float64 sum of its
+ * shifted exponentials and, for the normalisations, its output, in three
+ * passes over a row that stays in cache between them (one pass over
+ * memory), where the libraries' own operations take one pass over memory
+ * each.
+ *
+ * Precision. Each shift d = x - m is formed in float64, where it is exact
+ * up to 2**-53 relative (the float32 difference rounds by up to |d| ulps
+ * of the term, hundreds far below the maximum). exp(d) is a float64
+ * polynomial within 2**-33 relative (below), so that each term is good to
+ * a hundredth of a float32 ulp, and the terms are summed in float64. Of
+ * the row's maxima, ties included, none enters the sum: each counts as an
+ * exact 1, so that t = sum - 1 keeps the terms below eps instead of
+ * rounding them away against the maximum's 1. log_softmax is (x - m) -
+ * log1p(t), formed in float64 and rounded once; softmax is exp(d) rounded
+ * to float32, times 1 / (1 + t) rounded to float32, rounded: within 1.5
+ * ulps and t's own error (at the maxima, exp(0) is exactly 1).
+ *
+ * Each row is left to the caller where its maximum is not finite (an
+ * infinity or a NaN in it, or no finite entry); every other row is done
+ * here. The caller rounds m + log1p(t) and checks the rounding of rows
+ * with a dominant term.
+ *
+ * The vector path (AVX2 and FMA, chosen at run time) and the scalar one
+ * compute the same formulas; the vector one fuses the polynomial's
+ * multiplications and additions, and the two differ in the last bits of
+ * float64.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include <math.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <string.h>
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define LSE_X86 1
+#include <immintrin.h>
+#else
+#define LSE_X86 0
+#endif
+
+enum { SPLIT = 0, LOG_SOFTMAX = 1, SOFTMAX = 2 };
+
+/* exp(d) = 2**k exp(r), k = round(d / ln 2), r = d - k ln 2 in [-ln 2 / 2,
+ * ln 2 / 2], taken in two parts (LN2_HI has 32 trailing zero bits, so that
+ * k LN2_HI is exact for |k| < 2**21). exp(r) = 1 + r q(r), q the degree-6
+ * interpolant of expm1(r) / r at Chebyshev nodes of that interval: within
+ * 2**-33 of exp(r), relative. 2**k is built from its exponent bits,
+ * which are all 0, giving 0, at k = -1023: below -709, where the argument
+ * is raised to -709, every term is 0, -inf's included. Terms from -709 to
+ * -708.4 (k = -1023 or -1022) are lost, or lose digits below float64's
+ * smallest normal number, 2**-1022 at most: far below anything a float32
+ * result holds. */
+#define LN2_HI 0x1.62e4200000000p-1
+#define LN2_LO 0x1.fdf473de6af28p-22
+#define INV_LN2 0x1.71547652b82fep+0
+#define ROUNDER 0x1.8p52
+#define LOWEST (-709.0)
+#define Q0 1.0
+#define Q1 0x1.00000028794e0p-1
+#define Q2 0x1.5555556750956p-3
+#define Q3 0x1.5554ace12113bp-5
+#define Q4 0x1.1110c63a0ad97p-7
+#define Q5 0x1.6d7531ea72a91p-10
+#define Q6 0x1.a1516a4338759p-13
+
+/* exp(d) for d <= 0 (NaN gives NaN). */
+static inline double exp_shifted(double d)
+{
+    d = d < LOWEST ? LOWEST : d;
+    double kr = d * INV_LN2 + ROUNDER;
+    double k = kr - ROUNDER;
+    double r = (d - k * LN2_HI) - k * LN2_LO;
+    double q = Q6;
+    q = q * r + Q5;
+    q = q * r + Q4;
+    q = q * r + Q3;
+    q = q * r + Q2;
+    q = q * r + Q1;
+    q = q * r + Q0;
+    double p = 1.0 + r * q;
+    int64_t kbits, sbits;
+    memcpy(&kbits, &kr, sizeof kbits);
+    double rounder = ROUNDER;
+    int64_t rbits;
+    memcpy(&rbits, &rounder, sizeof rbits);
+    sbits = (int64_t)((uint64_t)(kbits - rbits + 1023) << 52);
+    double scale;
+    memcpy(&scale, &sbits, sizeof scale);
+    return p * scale;
+}
+
+typedef struct {
+    const float *x;
+    float *out;
+    double *m, *t, *total;
+    Py_ssize_t n, r0, r1;
+    int kind;
+} Job;
+
+/* Each row's maximum, NaN where the row holds one; its float64 sum of
+ * entries into *total where total is not NULL. */
+static float row_max_scalar(const float *x, Py_ssize_t n, double *total)
+{
+    float mx = -INFINITY;
+    int nan = 0;
+    double s = 0.0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        float v = x[i];
+        mx = v > mx ? v : mx;
+        nan |= v != v;
+        s += v;
+    }
+    if (total)
+        *total = s;
+    return nan ? NAN : mx;
+}
+
+/* The sum of exp(x - m) over the entries other than m, and their count. */
+static double row_sum_scalar(const float *x, Py_ssize_t n, double m, float *keep,
+                             double *ties)
+{
+    double s = 0.0, c = 0.0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        double d = (double)x[i] - m;
+        double e = exp_shifted(d);
+        if (keep)
+            keep[i] = (float)e;
+        if (d == 0.0)
+            c += 1.0;
+        else
+            s += e;
+    }
+    *ties = c;
+    return s;
+}
+
+static void row_out_scalar(const float *x, Py_ssize_t n, double m, double low,
+                           double inv, float *out, int kind)
+{
+    if (kind == LOG_SOFTMAX) {
+        for (Py_ssize_t i = 0; i < n; i++)
+            out[i] = (float)(((double)x[i] - m) - low);
+    } else {
+        float f = (float)inv;
+        for (Py_ssize_t i = 0; i < n; i++)
+            out[i] *= f;
+    }
+}
+
+#if LSE_X86
+#define VEC __attribute__((target("avx2,fma")))
+
+VEC static inline __m256d exp_shifted4(__m256d d)
+{
+    /* max(LOWEST, d): the second operand where either is NaN. */
+    d = _mm256_max_pd(_mm256_set1_pd(LOWEST), d);
+    __m256d rounder = _mm256_set1_pd(ROUNDER);
+    __m256d kr = _mm256_fmadd_pd(d, _mm256_set1_pd(INV_LN2), rounder);
+    __m256d k = _mm256_sub_pd(kr, rounder);
+    __m256d r = _mm256_fnmadd_pd(k, _mm256_set1_pd(LN2_HI), d);
+    r = _mm256_fnmadd_pd(k, _mm256_set1_pd(LN2_LO), r);
+    __m256d q = _mm256_set1_pd(Q6);
+    q = _mm256_fmadd_pd(q, r, _mm256_set1_pd(Q5));
+    q = _mm256_fmadd_pd(q, r, _mm256_set1_pd(Q4));
+    q = _mm256_fmadd_pd(q, r, _mm256_set1_pd(Q3));
+    q = _mm256_fmadd_pd(q, r, _mm256_set1_pd(Q2));
+    q = _mm256_fmadd_pd(q, r, _mm256_set1_pd(Q1));
+    q = _mm256_fmadd_pd(q, r, _mm256_set1_pd(Q0));
+    __m256d p = _mm256_fmadd_pd(r, q, _mm256_set1_pd(1.0));
+    __m256i kbits = _mm256_sub_epi64(_mm256_castpd_si256(kr),
+                                     _mm256_castpd_si256(rounder));
+    __m256i sbits = _mm256_slli_epi64(
+        _mm256_add_epi64(kbits, _mm256_set1_epi64x(1023)), 52);
+    return _mm256_mul_pd(p, _mm256_castsi256_pd(sbits));
+}
+
+VEC static inline double hsum4(__m256d v)
+{
+    __m128d lo = _mm256_castpd256_pd128(v), hi = _mm256_extractf128_pd(v, 1);
+    lo = _mm_add_pd(lo, hi);
+    return _mm_cvtsd_f64(_mm_add_sd(lo, _mm_unpackhi_pd(lo, lo)));
+}
+
+VEC static float row_max_vec(const float *x, Py_ssize_t n, double *total)
+{
+    __m256 mx = _mm256_set1_ps(-INFINITY), nan = _mm256_setzero_ps();
+    __m256d s0 = _mm256_setzero_pd(), s1 = _mm256_setzero_pd();
+    Py_ssize_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 v = _mm256_loadu_ps(x + i);
+        mx = _mm256_max_ps(mx, v);
+        nan = _mm256_or_ps(nan, _mm256_cmp_ps(v, v, _CMP_UNORD_Q));
+        if (total) {
+            s0 = _mm256_add_pd(s0, _mm256_cvtps_pd(_mm256_castps256_ps128(v)));
+            s1 = _mm256_add_pd(s1, _mm256_cvtps_pd(_mm256_extractf128_ps(v, 1)));
+        }
+    }
+    float lanes[8];
+    _mm256_storeu_ps(lanes, mx);
+    int any_nan = _mm256_movemask_ps(nan) != 0;
+    float m = -INFINITY;
+    for (int j = 0; j < 8; j++)
+        m = lanes[j] > m ? lanes[j] : m;
+    double rest = 0.0;
+    float mrest = row_max_scalar(x + i, n - i, total ? &rest : NULL);
+    if (mrest != mrest)
+        any_nan = 1;
+    m = mrest > m ? mrest : m;
+    if (total)
+        *total = hsum4(_mm256_add_pd(s0, s1)) + rest;
+    return any_nan ? NAN : m;
+}
+
+VEC static double row_sum_vec(const float *x, Py_ssize_t n, double m, float *keep,
+                              double *ties)
+{
+    __m256d mv = _mm256_set1_pd(m), one = _mm256_set1_pd(1.0);
+    __m256d s0 = _mm256_setzero_pd(), s1 = _mm256_setzero_pd();
+    __m256d c0 = _mm256_setzero_pd(), c1 = _mm256_setzero_pd();
+    Py_ssize_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256d d0 = _mm256_sub_pd(_mm256_cvtps_pd(_mm_loadu_ps(x + i)), mv);
+        __m256d d1 = _mm256_sub_pd(_mm256_cvtps_pd(_mm_loadu_ps(x + i + 4)), mv);
+        __m256d e0 = exp_shifted4(d0), e1 = exp_shifted4(d1);
+        if (keep) {
+            __m128 f0 = _mm256_cvtpd_ps(e0), f1 = _mm256_cvtpd_ps(e1);
+            _mm256_storeu_ps(keep + i, _mm256_set_m128(f1, f0));
+        }
+        __m256d z0 = _mm256_cmp_pd(d0, _mm256_setzero_pd(), _CMP_EQ_OQ);
+        __m256d z1 = _mm256_cmp_pd(d1, _mm256_setzero_pd(), _CMP_EQ_OQ);
+        s0 = _mm256_add_pd(s0, _mm256_andnot_pd(z0, e0));
+        s1 = _mm256_add_pd(s1, _mm256_andnot_pd(z1, e1));
+        c0 = _mm256_add_pd(c0, _mm256_and_pd(z0, one));
+        c1 = _mm256_add_pd(c1, _mm256_and_pd(z1, one));
+    }
+    double c_rest;
+    double s = row_sum_scalar(x + i, n - i, m, keep ? keep + i : NULL, &c_rest);
+    *ties = hsum4(_mm256_add_pd(c0, c1)) + c_rest;
+    return hsum4(_mm256_add_pd(s0, s1)) + s;
+}
+
+VEC static void row_out_vec(const float *x, Py_ssize_t n, double m, double low,
+                            double inv, float *out, int kind)
+{
+    Py_ssize_t i = 0;
+    if (kind == LOG_SOFTMAX) {
+        __m256d mv = _mm256_set1_pd(m), lv = _mm256_set1_pd(low);
+        for (; i + 8 <= n; i += 8) {
+            __m256d d0 = _mm256_sub_pd(_mm256_cvtps_pd(_mm_loadu_ps(x + i)), mv);
+            __m256d d1 = _mm256_sub_pd(_mm256_cvtps_pd(_mm_loadu_ps(x + i + 4)), mv);
+            _mm_storeu_ps(out + i, _mm256_cvtpd_ps(_mm256_sub_pd(d0, lv)));
+            _mm_storeu_ps(out + i + 4, _mm256_cvtpd_ps(_mm256_sub_pd(d1, lv)));
+        }
+    } else {
+        __m256 iv = _mm256_set1_ps((float)inv);
+        for (; i + 8 <= n; i += 8)
+            _mm256_storeu_ps(out + i, _mm256_mul_ps(_mm256_loadu_ps(out + i), iv));
+    }
+    row_out_scalar(x + i, n - i, m, low, inv, out + i, kind);
+}
+
+static int vector_ok = -1;
+
+static int supported(void)
+{
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+}
+
+static int use_vector(void)
+{
+    if (vector_ok < 0)
+        vector_ok = supported();
+    return vector_ok;
+}
+#endif
+
+static PyObject *vector(PyObject *self, PyObject *args)
+{
+    int on;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "p", &on))
+        return NULL;
+#if LSE_X86
+    vector_ok = on && supported();
+    return PyBool_FromLong(vector_ok);
+#else
+    (void)on;
+    Py_RETURN_FALSE;
+#endif
+}
+
+static void run_rows(const Job *job)
+{
+    Py_ssize_t n = job->n;
+#if LSE_X86
+    int vec = use_vector();
+#endif
+    for (Py_ssize_t r = job->r0; r < job->r1; r++) {
+        const float *x = job->x + r * n;
+        double *total = job->total ? job->total + r : NULL;
+        float *keep = job->kind == SOFTMAX ? job->out + r * n : NULL;
+        double ties, s;
+        float mf;
+#if LSE_X86
+        if (vec) {
+            mf = row_max_vec(x, n, total);
+            s = isfinite(mf) ? row_sum_vec(x, n, mf, keep, &ties) : NAN;
+        } else
+#endif
+        {
+            mf = row_max_scalar(x, n, total);
+            s = isfinite(mf) ? row_sum_scalar(x, n, mf, keep, &ties) : NAN;
+        }
+        double m = mf;
+        /* Each tie beyond the first adds an exact 1. */
+        double t = isfinite(mf) ? s + (ties - 1.0) : NAN;
+        double low = log1p(t);
+        job->m[r] = m;
+        job->t[r] = t;
+        if (job->kind != SPLIT && isfinite(mf)) {
+            float *out = job->out + r * n;
+#if LSE_X86
+            if (vec)
+                row_out_vec(x, n, m, low, 1.0 / (1.0 + t), out, job->kind);
+            else
+#endif
+                row_out_scalar(x, n, m, low, 1.0 / (1.0 + t), out, job->kind);
+        }
+    }
+}
+
+static void *run_thread(void *arg)
+{
+    run_rows((const Job *)arg);
+    return NULL;
+}
+
+#define MAX_THREADS 64
+
+/* An OpenMP runtime already in the process (PyTorch's), whose threads wait
+ * for work between its operations, spinning for a while: threads of our
+ * own would compete with them for the cores, where its team takes our
+ * rows at once. Set by pool(); NULL: threads of our own. */
+typedef void (*gomp_parallel_fn)(void (*)(void *), void *, unsigned, unsigned);
+typedef int (*omp_int_fn)(void);
+static gomp_parallel_fn gomp_parallel = NULL;
+static omp_int_fn omp_thread_num = NULL, omp_num_threads = NULL;
+
+typedef struct {
+    Job job;
+    Py_ssize_t nrows;
+} Team;
+
+static void run_member(void *arg)
+{
+    const Team *team = (const Team *)arg;
+    Job job = team->job;
+    Py_ssize_t id = omp_thread_num(), size = omp_num_threads();
+    job.r0 = team->nrows * id / size;
+    job.r1 = team->nrows * (id + 1) / size;
+    run_rows(&job);
+}
+
+static void *address(unsigned long long a) { return (void *)(uintptr_t)a; }
+
+static PyObject *pool(PyObject *self, PyObject *args)
+{
+    unsigned long long parallel, thread_num, num_threads;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "KKK", &parallel, &thread_num, &num_threads))
+        return NULL;
+    gomp_parallel = (gomp_parallel_fn)address(parallel);
+    omp_thread_num = (omp_int_fn)address(thread_num);
+    omp_num_threads = (omp_int_fn)address(num_threads);
+    Py_RETURN_NONE;
+}
+
+/* A writable buffer of `size` bytes from `obj`, or none where obj is None
+ * and `optional`. */
+static int take(PyObject *obj, Py_buffer *view, Py_ssize_t size, int optional,
+                const char *name)
+{
+    view->obj = NULL;
+    view->buf = NULL;
+    if (obj == Py_None && optional)
+        return 0;
+    if (PyObject_GetBuffer(obj, view, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS) < 0)
+        return -1;
+    if (view->len != size) {
+        PyErr_Format(PyExc_ValueError, "%s holds %zd bytes, not %zd", name,
+                     view->len, size);
+        PyBuffer_Release(view);
+        view->obj = NULL;
+        return -1;
+    }
+    return 0;
+}
+
+static PyObject *rows(PyObject *self, PyObject *args)
+{
+    Py_buffer xv, outv, mv, tv, totalv;
+    PyObject *out, *m, *t, *total;
+    Py_ssize_t n;
+    int kind, threads, shared;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "y*OOOOniip", &xv, &out, &m, &t, &total, &n, &kind,
+                          &threads, &shared))
+        return NULL;
+    Py_ssize_t nrows = n > 0 ? xv.len / (Py_ssize_t)sizeof(float) / n : 0;
+    PyObject *result = NULL;
+    outv.obj = mv.obj = tv.obj = totalv.obj = NULL;
+    if (n <= 0 || nrows * n * (Py_ssize_t)sizeof(float) != xv.len ||
+        !PyBuffer_IsContiguous(&xv, 'C') || kind < SPLIT || kind > SOFTMAX) {
+        PyErr_Format(PyExc_ValueError, "%zd bytes are not rows of %zd float32 of kind %d",
+                     xv.len, n, kind);
+        goto done;
+    }
+    if (take(out, &outv, xv.len, kind == SPLIT, "out") < 0 ||
+        take(m, &mv, nrows * (Py_ssize_t)sizeof(double), 0, "m") < 0 ||
+        take(t, &tv, nrows * (Py_ssize_t)sizeof(double), 0, "t") < 0 ||
+        take(total, &totalv, nrows * (Py_ssize_t)sizeof(double), 1, "total") < 0)
+        goto done;
+    if (threads < 1)
+        threads = 1;
+    if (threads > MAX_THREADS)
+        threads = MAX_THREADS;
+    if (threads > nrows)
+        threads = (int)(nrows > 0 ? nrows : 1);
+    Job proto;
+    proto.x = xv.buf;
+    proto.out = outv.buf;
+    proto.m = mv.buf;
+    proto.t = tv.buf;
+    proto.total = totalv.buf;
+    proto.n = n;
+    proto.kind = kind;
+    proto.r0 = 0;
+    proto.r1 = nrows;
+    Py_BEGIN_ALLOW_THREADS;
+    if (threads == 1) {
+        run_rows(&proto);
+    } else if (shared && gomp_parallel) {
+        Team team = {proto, nrows};
+        gomp_parallel(run_member, &team, (unsigned)threads, 0);
+    } else {
+        Job jobs[MAX_THREADS];
+        pthread_t ids[MAX_THREADS];
+        int started[MAX_THREADS] = {0};
+        for (int j = 0; j < threads; j++) {
+            jobs[j] = proto;
+            jobs[j].r0 = nrows * j / threads;
+            jobs[j].r1 = nrows * (j + 1) / threads;
+        }
+        for (int j = 1; j < threads; j++)
+            started[j] = pthread_create(&ids[j], NULL, run_thread, &jobs[j]) == 0;
+        run_rows(&jobs[0]);
+        for (int j = 1; j < threads; j++) {
+            if (started[j])
+                pthread_join(ids[j], NULL);
+            else
+                run_rows(&jobs[j]);
+        }
+    }
+    Py_END_ALLOW_THREADS;
+    Py_INCREF(Py_None);
+    result = Py_None;
+done:
+    PyBuffer_Release(&xv);
+    if (outv.obj)
+        PyBuffer_Release(&outv);
+    if (mv.obj)
+        PyBuffer_Release(&mv);
+    if (tv.obj)
+        PyBuffer_Release(&tv);
+    if (totalv.obj)
+        PyBuffer_Release(&totalv);
+    return result;
+}
+
+static PyMethodDef methods[] = {
+    {"rows", rows, METH_VARARGS,
+     "rows(x, out, m, t, total, n, kind, threads, shared): the fused row "
+     "kernel over the C-contiguous float32 rows of n entries in the buffer "
+     "x, into the buffers out (float32, None for kind 0), m, t and total "
+     "(float64, one per row; total may be None), on the OpenMP team set by "
+     "pool() where shared."},
+    {"vector", vector, METH_VARARGS,
+     "vector(on): whether the vector path runs from now on (where the CPU "
+     "has it); off, every row takes the scalar one."},
+    {"pool", pool, METH_VARARGS,
+     "pool(GOMP_parallel, omp_get_thread_num, omp_get_num_threads): the "
+     "addresses of an OpenMP runtime's functions, for rows(shared=True)."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "_kernel", NULL, -1, methods,
+};
+
+PyMODINIT_FUNC PyInit__kernel(void) { return PyModule_Create(&module); }

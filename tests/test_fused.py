@@ -1,0 +1,182 @@
+"""The C kernel of float32 rows on NumPy and eager PyTorch
+(``lsekit._fast._fused``, ``_kernel.c``), against exact references (mpmath,
+60 digits).
+
+The other tests run it wherever it was built (every float32 array on these
+backends takes it); here: its terms at float64's precision, its scalar
+path (a row's last entries, and CPUs without AVX2), its threads, and the
+library without it.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import mpmath
+import numpy as np
+import pytest
+
+from lsekit import cross_entropy, log_softmax, logsumexp, softmax
+from lsekit._fast import _fused
+from tests.families import FAMILIES
+from tests.support import assert_float32_family, exact_logsumexp, ulp_error
+
+EAGER = {"numpy": "lsekit._fast.numpy", "torch": "lsekit._fast.torch"}
+
+PUBLIC = {
+    "logsumexp": lambda x: logsumexp(x, axis=1),
+    "log_softmax": lambda x: log_softmax(x, axis=1),
+    "softmax": lambda x: softmax(x, axis=1),
+}
+
+
+@pytest.fixture
+def ops(bk):
+    """The eager kernel module of ``bk``, where the C kernel is built."""
+    if bk.name not in EAGER:
+        pytest.skip(f"{bk.name} has no eager kernels")
+    if _fused._load() is None:
+        pytest.skip("the C kernel was not built")
+    return importlib.import_module(EAGER[bk.name])
+
+
+@pytest.fixture(params=["vector", "scalar"])
+def path(request, ops):
+    """The kernel's vector path (where the CPU has AVX2 and FMA) or its
+    scalar one, for the test; the vector one again after it."""
+    kernel = _fused._load()
+    on = kernel.vector(request.param == "vector")
+    if request.param == "vector" and not on:
+        pytest.skip("this CPU has no AVX2 and FMA")
+    yield request.param
+    kernel.vector(True)
+
+
+def _split(bk, ops, x):
+    """The kernel's ``(m, t, ok)`` of the float32 rows ``x``."""
+    _, m, t, ok, _ = _fused.rows(ops, bk.asarray(x, "float32"), "logsumexp", False)
+    return m, t, ok
+
+
+def test_terms(bk, ops, path):
+    """Each term ``exp(x - m)`` is within ``2**-32`` of its own, relative,
+    down to ``x - m = -708``; from about -708.7 down, it is 0, and so is
+    ``-inf``'s.
+    Rows ``[0, d]`` in both orders: ``t = exp(d)``; ``[0, 0, d]``: a tie
+    adds exactly 1. The rows are 9 and 17 entries long (the rest ``-inf``),
+    so that both the vector loop and the scalar tail meet each term."""
+    d = np.concatenate(
+        [
+            -np.logspace(-7, np.log10(700.0), 700),
+            -np.linspace(0.0, 1.0, 101)[1:],
+            [-707.5, -708.0, -720.0, -745.0, -800.0],
+        ]
+    ).astype(np.float32)
+    for width, at in ((9, 8), (17, 3)):
+        x = np.full((d.size, width), -np.inf, dtype=np.float32)
+        x[:, 0] = 0.0
+        x[:, at] = d
+        m, t, ok = _split(bk, ops, x)
+        assert ok.all()
+        assert (m == 0.0).all()
+        for di, ti in zip(d.astype(np.float64), t, strict=True):
+            if di >= -708.0:
+                exact = mpmath.exp(mpmath.mpf(float(di)))
+                assert abs(mpmath.mpf(float(ti)) / exact - 1) <= 2.0**-32, (di, ti)
+            else:
+                assert ti == 0.0, (di, ti)
+    x = np.full((d.size, 9), -np.inf, dtype=np.float32)
+    x[:, 4] = d
+    x[:, 1] = 0.0
+    lone = _split(bk, ops, x)[1]
+    x[:, 6] = 0.0
+    assert np.array_equal(_split(bk, ops, x)[1], 1.0 + lone)
+
+
+def test_rows_left(bk, ops, path):
+    """Rows whose maximum is not finite (an ``inf``, a NaN, every entry
+    ``-inf``) are left to the caller, the others done, in one array."""
+    x = np.random.default_rng(3).normal(0.0, 3.0, size=(6, 21)).astype(np.float32)
+    x[1, 20] = np.inf
+    x[2, 5] = np.nan
+    x[3] = -np.inf
+    x[4, :20] = -np.inf
+    _, _, ok = _split(bk, ops, x)
+    assert ok.tolist() == [True, False, False, False, True, True]
+
+
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_scalar_families(bk, ops, family):
+    """The accuracy tests' families, which reach the vector path where the
+    CPU has it, through the scalar path, to the same bounds."""
+    kernel = _fused._load()
+    kernel.vector(False)
+    try:
+        assert_float32_family(bk, family)
+    finally:
+        kernel.vector(True)
+
+
+def _logits(rows: int, n: int) -> np.ndarray:
+    x = np.random.default_rng(rows + n).normal(0.0, 3.0, size=(rows, n))
+    x[0, 1] = x[0, 0] = x.max() + 1.0  # a tie at the maximum
+    x[1, :] -= 40.0  # a negative maximum
+    x[2, 3] += 30.0  # a dominant term
+    return x.astype(np.float32)
+
+
+@pytest.mark.parametrize("team", [True, False], ids=["library", "own"])
+def test_threads(bk, ops, monkeypatch, team):
+    """Rows split among threads (PyTorch's OpenMP team, or threads of the
+    kernel's own) give the one thread's results, bit for bit."""
+    x = _logits(37, 129)
+    single = {k: bk.to_numpy(f(bk.asarray(x, "float32"))) for k, f in PUBLIC.items()}
+    own = ops.threads()
+    if team and own[1] is None:
+        pytest.skip(f"{bk.name} has no OpenMP team of its own")
+    monkeypatch.setattr(_fused, "PARALLEL", 0)
+    monkeypatch.setattr(ops, "threads", lambda: (3, own[1] if team else None))
+    if bk.name == "torch":
+        before = bk.xp.get_num_threads()
+        bk.xp.set_num_threads(3)
+    try:
+        for k, f in PUBLIC.items():
+            got = bk.to_numpy(f(bk.asarray(x, "float32")))
+            assert np.array_equal(got, single[k]), k
+    finally:
+        if bk.name == "torch":
+            bk.xp.set_num_threads(before)
+
+
+def test_without_kernel(bk, ops, monkeypatch):
+    """Where the kernel was not built the float32 rows take the other
+    kernels, to the same results within their bounds."""
+    x = _logits(5, 33)
+    with_kernel = bk.to_numpy(logsumexp(bk.asarray(x, "float32"), axis=1))
+    monkeypatch.setattr(_fused, "_kernel", None)
+    monkeypatch.setattr(_fused, "_loaded", True)
+    assert not _fused.fits(ops, bk.asarray(x, "float32"))
+    without = bk.to_numpy(logsumexp(bk.asarray(x, "float32"), axis=1))
+    for row, a, b in zip(x.astype(np.float64), with_kernel, without, strict=True):
+        exact = exact_logsumexp(row)
+        assert ulp_error(a, exact, np.float32) <= 1.0
+        assert ulp_error(b, exact, np.float32) <= 1.0
+    y = bk.asarray(np.arange(5) % 33, "int64")
+    loss = float(bk.to_numpy(cross_entropy(bk.asarray(x, "float32"), y)))
+    assert np.isfinite(loss)
+
+
+def test_buffers(ops):
+    """The kernel checks its buffers' sizes, and says which is wrong."""
+    kernel = _fused._load()
+    x = np.zeros((3, 4), dtype=np.float32)
+    m, t = np.empty(3), np.empty(3)
+    with pytest.raises(ValueError, match="48 bytes are not rows of 5 float32"):
+        kernel.rows(x, None, m, t, None, 5, 0, 1, False)
+    with pytest.raises(ValueError, match="m holds 16 bytes, not 24"):
+        kernel.rows(x, None, np.empty(2), t, None, 4, 0, 1, False)
+    with pytest.raises(ValueError, match="out holds 40 bytes, not 48"):
+        kernel.rows(x, np.empty(10, dtype=np.float32), m, t, None, 4, 1, 1, False)
+    kernel.rows(x, None, m, t, None, 4, 0, 1, False)
+    assert m.tolist() == [0.0] * 3
+    assert t.tolist() == [3.0] * 3
