@@ -437,3 +437,17 @@ def assert_float32_family(bk: Runtime, family: str) -> None:
         ]
         for v, e in pairs:
             assert ulp_error(v, e, np.float32) <= 4.0, (family, row, v, e)
+
+
+def require_kernel() -> None:
+    """Skip the test where lsekit's C kernel was not built; fail instead
+    where ``LSEKIT_REQUIRE_KERNEL`` says it must have been (nox sets it
+    where a C compiler is found)."""
+    import os
+
+    from lsekit._fast import _fused
+
+    if _fused._load() is None:
+        if os.environ.get("LSEKIT_REQUIRE_KERNEL"):
+            pytest.fail("the C kernel was not built (LSEKIT_REQUIRE_KERNEL is set)")
+        pytest.skip("the C kernel was not built")

@@ -19,7 +19,12 @@ import pytest
 from lsekit import cross_entropy, log_softmax, logsumexp, softmax
 from lsekit._fast import _fused
 from tests.families import FAMILIES
-from tests.support import assert_float32_family, exact_logsumexp, ulp_error
+from tests.support import (
+    assert_float32_family,
+    exact_logsumexp,
+    require_kernel,
+    ulp_error,
+)
 
 EAGER = {"numpy": "lsekit._fast.numpy", "torch": "lsekit._fast.torch"}
 
@@ -35,8 +40,7 @@ def ops(bk):
     """The eager kernel module of ``bk``, where the C kernel is built."""
     if bk.name not in EAGER:
         pytest.skip(f"{bk.name} has no eager kernels")
-    if _fused._load() is None:
-        pytest.skip("the C kernel was not built")
+    require_kernel()
     return importlib.import_module(EAGER[bk.name])
 
 

@@ -23,6 +23,7 @@ from tests.support import (
     exact_log_softmax,
     exact_logsumexp,
     exact_softmax,
+    require_kernel,
     ulp_error,
 )
 
@@ -45,8 +46,7 @@ def kernel(request, bk, monkeypatch):
         pytest.skip(f"{bk.name} has no eager kernels")
     calls = []
     if request.param == "fused":
-        if _fused._load() is None:
-            pytest.skip("the C kernel was not built")
+        require_kernel()
         original_rows = _fused.rows
 
         def rows(ops, x2, kind, sums):

@@ -244,7 +244,9 @@ def logsumexp(ops: ModuleType, x2: Any) -> tuple[Any, Any, Any, Any]:
     with ops.quiet():
         m, t, low, ok, _ = _split(ops, x2, False)
         out = low + m
-        k = _bounds.rounding_factor(ops.EXP_ULPS[bits], bits)
+        fused = _fused.fits(ops, x2)
+        ulps = _fused.ulps(x2.shape[1]) if fused else ops.EXP_ULPS[bits]
+        k = _bounds.rounding_factor(ulps, bits)
         size = ops.lib().abs(out)
         # t / (1 + t) < 1: rows with |out| >= k need no closer look.
         if bool(ok.all()) and bool(size.min() >= k):

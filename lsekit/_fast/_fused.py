@@ -26,7 +26,7 @@ import sys
 from types import ModuleType
 from typing import Any
 
-__all__ = ["fits", "rows"]
+__all__ = ["fits", "rows", "ulps"]
 
 # False sends float32 rows to the other kernels (``_widened``,
 # ``_blocked``), which the tests exercise with it.
@@ -59,6 +59,16 @@ def _load() -> ModuleType | None:
 def fits(ops: ModuleType, x2: Any) -> bool:
     """Whether the kernel computes the rows ``x2``: float32, and built."""
     return bool(ENABLED and ops.bits(x2) == 32 and _load() is not None)
+
+
+def ulps(n: int) -> float:
+    """The relative error of the kernel's ``t`` over rows of ``n`` entries,
+    in float32 ulps (``2**-23``): its terms' ``2**-33`` and their float64
+    sum's ``n 2**-53``, which ``_bounds.rounding_factor`` takes for the
+    terms' error. The blocked kernels' float32 exponentials are off by an
+    ulp or more: the kernel's results near 0 are recomputed far less
+    often."""
+    return 2.0**-10 + n * 2.0**-30
 
 
 def _threads(ops: ModuleType, x2: Any) -> tuple[int, bool]:
