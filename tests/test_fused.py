@@ -184,3 +184,44 @@ def test_buffers(ops):
     kernel.rows(x, None, m, t, None, 4, 0, 1, False)
     assert m.tolist() == [0.0] * 3
     assert t.tolist() == [3.0] * 3
+
+
+# Inductor's and Dynamo's own DeprecationWarnings, as in test_traced.py.
+@pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated")
+@pytest.mark.filterwarnings(
+    "ignore:<class 'torch\\.autograd\\.function\\.Function'> should not be"
+    " instantiated:DeprecationWarning"
+)
+def test_compiled(bk, ops, monkeypatch):
+    """Under ``torch.compile`` the loss of float32 rows takes the kernel
+    too, as the operator ``lsekit::rows`` that the graph calls: within an
+    ulp of the eager loss, and its gradient; the others take the traced
+    kernels. Every result within 4 ulps of float64's, rounded."""
+    if bk.name != "torch":
+        pytest.skip(f"{bk.name} has no torch.compile")
+    torch = bk.xp
+    kinds = []
+    original = _fused.rows
+
+    def rows(ops_, x2, kind, sums):
+        kinds.append(kind)
+        return original(ops_, x2, kind, sums)
+
+    monkeypatch.setattr(_fused, "rows", rows)
+    x = _logits(16, 40)
+    y = torch.asarray(np.arange(16) % 40)
+    funcs = {**PUBLIC, "cross_entropy": lambda v: cross_entropy(v, y)}
+    for name, f in funcs.items():
+        eager = bk.to_numpy(f(torch.asarray(x)))
+        wide = bk.to_numpy(f(torch.asarray(x, dtype=torch.float64)))
+        kinds.clear()
+        got = bk.to_numpy(torch.compile(f, fullgraph=True)(torch.asarray(x)))
+        assert bool(kinds) == (name == "cross_entropy"), name
+        np.testing.assert_array_max_ulp(got, wide.astype(np.float32), 4)
+        if kinds:
+            np.testing.assert_array_max_ulp(got, eager, 1)
+    leaf = torch.asarray(x).requires_grad_(True)
+    torch.compile(funcs["cross_entropy"], fullgraph=True)(leaf).backward()
+    p = torch.softmax(torch.asarray(x, dtype=torch.float64), dim=1).numpy()
+    p[np.arange(16), np.arange(16) % 40] -= 1.0
+    np.testing.assert_allclose(leaf.grad.numpy(), p / 16, rtol=1e-5, atol=1e-7)

@@ -424,6 +424,7 @@ def cross_entropy(
     take: Callable[[Any, Any], Any],
     rest: Rest,
     smoothing: float = 0.0,
+    found: tuple[Any, Any, Any] | None = None,
 ) -> tuple[Any, Any, Any]:
     """``(loss, ok, lse)``: each row's ``logsumexp - x[target]`` in
     float64, with the target smoothed by ``smoothing``, 0 where the target
@@ -431,8 +432,9 @@ def cross_entropy(
     each row's log-sum-exp in float64, for the gradient. ``take(x2, at)`` is
     ``take_along_axis(x2, at, axis=1)`` in the library's fastest form (of
     PyTorch's, ``take_along_dim`` specialises a compiled graph to the
-    number of classes, ``gather`` does not)."""
-    m, t, ok = stats(xp, x2, rest)
+    number of classes, ``gather`` does not). ``found``: the rows' ``stats``,
+    where another kernel took them."""
+    m, t, ok = stats(xp, x2, rest) if found is None else found
     valid = (target >= 0) & (target < x2.shape[1])
     at = xp.where(valid, target, xp.zeros_like(target))[:, None]
     picked = take(x2, at)[:, 0]
