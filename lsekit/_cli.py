@@ -303,7 +303,9 @@ def _demo(parser: argparse.ArgumentParser, names: Sequence[str] | None) -> int:
 
 
 def _info() -> int:
-    print(f"lsekit {__version__}")
+    from ._fast import _fused
+
+    print(f"lsekit {__version__} ({_fused.status()})")
     print(f"Python {platform.python_version()} ({platform.python_implementation()})")
     print(f"array-api-compat {array_api_compat.__version__}")
     print()

@@ -41,6 +41,7 @@ def test_info_lists_numpy():
     assert out.returncode == 0, out.stderr
     assert "numpy" in out.stdout
     assert "lsekit" in out.stdout
+    assert "C kernel" in out.stdout
 
 
 def test_no_command_prints_usage():

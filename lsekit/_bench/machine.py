@@ -58,6 +58,7 @@ def describe() -> dict[str, str]:
     import array_api_compat
 
     import lsekit
+    from lsekit._fast import _fused
 
     return {
         "platform": platform.platform(),
@@ -66,6 +67,6 @@ def describe() -> dict[str, str]:
         "memory": _memory(),
         "load average": _load(),
         "python": f"{platform.python_version()} ({platform.python_implementation()})",
-        "lsekit": lsekit.__version__,
+        "lsekit": f"{lsekit.__version__} ({_fused.status()})",
         "array-api-compat": str(array_api_compat.__version__),
     }

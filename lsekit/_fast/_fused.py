@@ -26,7 +26,7 @@ import sys
 from types import ModuleType
 from typing import Any
 
-__all__ = ["fits", "rows", "ulps"]
+__all__ = ["fits", "rows", "status", "ulps"]
 
 # False sends float32 rows to the other kernels (``_widened``,
 # ``_blocked``), which the tests exercise with it.
@@ -54,6 +54,11 @@ def _load() -> ModuleType | None:
             _kernel = None
         _loaded = True
     return _kernel
+
+
+def status() -> str:
+    """``"C kernel built"`` or ``"no C kernel"``, for reports."""
+    return "no C kernel" if _load() is None else "C kernel built"
 
 
 def fits(ops: ModuleType, x2: Any) -> bool:
