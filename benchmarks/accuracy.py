@@ -3,7 +3,7 @@
 Runs every input family of ``tests/families.py`` through lsekit on each
 installed CPU backend and through the peers' own functions (SciPy, PyTorch,
 JAX), against exact mpmath references, and prints a markdown table (with
-the float32 rows of NumPy's and PyTorch's other kernels, which take
+the float32 rows of NumPy's, PyTorch's and JAX's other kernels, which take
 float32 arrays where lsekit's C kernel was not built)::
 
     python benchmarks/accuracy.py [--backend NAME ...]
@@ -229,6 +229,14 @@ def main(argv: list[str] | None = None) -> int:
                     f"| {_cells(w)} |"
                 )
             kernels.SMALL, fused.ENABLED = small, True
+        if name == "jax":
+            # JAX's log_softmax and softmax call the C kernel from XLA on the
+            # CPU, where it was built; without it, the traced kernels.
+            fused = importlib.import_module("lsekit._fast._fused")
+            fused.ENABLED = False
+            w = measure(rt.asarray, rt.to_numpy, _lsekit_funcs(rt), "float32")
+            print(f"| lsekit on jax, no C kernel | float32 | {_cells(w)} |")
+            fused.ENABLED = True
     for title, asarray_p, to_numpy_p, funcs in _peers():
         for dtype in DTYPES:
             w = measure(asarray_p, to_numpy_p, funcs, dtype)

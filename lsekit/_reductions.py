@@ -461,8 +461,9 @@ def softmax(x: Any, axis: Any = None, *, where: Any = None) -> Any:
     Unmasked float32 and float64 input takes the fast path described in
     :func:`logsumexp` (without its C kernel, for rows with a non-negative
     maximum on NumPy and PyTorch, whose numerators ``exp(x)`` are then not
-    shifted); the C kernel rounds ``exp(x - m)`` and ``1 / (W + s)`` to
-    float32 and multiplies them, within 1.5 ulps of the quotient. Neither path
+    shifted); the C kernel (NumPy, eager PyTorch and JAX's CPU) rounds
+    ``exp(x - m)`` and ``1 / (W + s)`` to float32 and multiplies them,
+    within 1.5 ulps of the quotient. Neither path
     passes on the rounding of ``x - m``, which costs a plain max-shift
     softmax in float64 up to ``|x - m|`` ulps (hundreds, far below the
     maximum).
@@ -518,11 +519,11 @@ def log_softmax(x: Any, axis: Any = None, *, where: Any = None) -> Any:
     ``-inf`` (SciPy gives NaN).
 
     Unmasked float32 and float64 input takes the fast path described in
-    :func:`logsumexp`; every entry stays within 4 ulps (float32 on NumPy
-    and eager PyTorch forms ``(x - m) - log1p(s)`` in float64 and rounds
-    once; without the C kernel, and under ``torch.compile`` and JAX, the
-    three terms round in float32, within 1.5 ulps plus the error of
-    ``log1p(s)``).
+    :func:`logsumexp`; every entry stays within 4 ulps (float32 on NumPy,
+    eager PyTorch and JAX's CPU forms ``(x - m) - log1p(s)`` in float64 and
+    rounds once, in the C kernel, which JAX calls from XLA; without it,
+    under ``torch.compile`` and on JAX's other devices, the three terms
+    round in float32, within 1.5 ulps plus the error of ``log1p(s)``).
 
     Examples
     --------

@@ -1,16 +1,18 @@
-"""The C kernel of float32 rows on NumPy and eager PyTorch
+"""The C kernel of float32 rows on NumPy, eager PyTorch and JAX's CPU
 (``lsekit._fast._fused``, ``_kernel.c``), against exact references (mpmath,
 60 digits).
 
-The other tests run it wherever it was built (every float32 array on these
-backends takes it); here: its terms at float64's precision, its scalar
-path (a row's last entries, and CPUs without AVX2), its threads, and the
-library without it.
+The other tests run it wherever it was built (every float32 array on
+NumPy and PyTorch takes it, and JAX's ``log_softmax`` and ``softmax``);
+here: its terms at float64's precision, its scalar path (a row's last
+entries, and CPUs without AVX2), its threads, the library without it, and
+its XLA custom calls.
 """
 
 from __future__ import annotations
 
 import importlib
+import os
 
 import mpmath
 import numpy as np
@@ -21,6 +23,7 @@ from lsekit._fast import _fused
 from tests.families import FAMILIES
 from tests.support import (
     assert_float32_family,
+    exact_log_softmax,
     exact_logsumexp,
     require_kernel,
     ulp_error,
@@ -193,10 +196,12 @@ def test_buffers(ops):
     " instantiated:DeprecationWarning"
 )
 def test_compiled(bk, ops, monkeypatch):
-    """Under ``torch.compile`` the loss of float32 rows takes the kernel
-    too, as the operator ``lsekit::rows`` that the graph calls: within an
-    ulp of the eager loss, and its gradient; the others take the traced
-    kernels. Every result within 4 ulps of float64's, rounded."""
+    """Under ``torch.compile`` the loss, ``log_softmax`` and ``softmax`` of
+    float32 rows take the kernel too, as the operator ``lsekit::rows`` that
+    the graph calls: within an ulp of the eager results, and the loss's
+    gradient; ``logsumexp`` takes the traced kernel. Every result within 4
+    ulps of float64's, rounded; rows whose maximum is not finite as the
+    eager functions give them."""
     if bk.name != "torch":
         pytest.skip(f"{bk.name} has no torch.compile")
     torch = bk.xp
@@ -216,12 +221,139 @@ def test_compiled(bk, ops, monkeypatch):
         wide = bk.to_numpy(f(torch.asarray(x, dtype=torch.float64)))
         kinds.clear()
         got = bk.to_numpy(torch.compile(f, fullgraph=True)(torch.asarray(x)))
-        assert bool(kinds) == (name == "cross_entropy"), name
+        assert bool(kinds) == (name != "logsumexp"), name
         np.testing.assert_array_max_ulp(got, wide.astype(np.float32), 4)
         if kinds:
             np.testing.assert_array_max_ulp(got, eager, 1)
+    special = x.copy()
+    special[0, 3] = np.inf
+    special[1, [2, 6]] = np.inf
+    special[2] = -np.inf
+    special[3, 4] = np.nan
+    special[5, [0, 1]] = [-np.inf, np.inf]
+    for name in ("log_softmax", "softmax"):
+        f = funcs[name]
+        eager = bk.to_numpy(f(torch.asarray(special)))
+        got = bk.to_numpy(torch.compile(f, fullgraph=True)(torch.asarray(special)))
+        np.testing.assert_array_equal(got[:6], eager[:6], name)
+        np.testing.assert_array_max_ulp(got[6:], eager[6:], 1)
     leaf = torch.asarray(x).requires_grad_(True)
     torch.compile(funcs["cross_entropy"], fullgraph=True)(leaf).backward()
     p = torch.softmax(torch.asarray(x, dtype=torch.float64), dim=1).numpy()
     p[np.arange(16), np.arange(16) % 40] -= 1.0
     np.testing.assert_allclose(leaf.grad.numpy(), p / 16, rtol=1e-5, atol=1e-7)
+
+
+@pytest.fixture
+def jax_kernel(bk):
+    """JAX's module of the kernel's custom calls, where the kernel is built
+    and JAX runs on the CPU."""
+    if bk.name != "jax":
+        pytest.skip(f"{bk.name} does not call the kernel through XLA")
+    require_kernel()
+    from lsekit._fast import jax as module
+
+    if bk.xp.zeros(1).devices().pop().platform != "cpu":
+        pytest.skip("JAX's arrays are not on the CPU")
+    assert module._registered()
+    return module
+
+
+NORMALISED = {k: v for k, v in PUBLIC.items() if k != "logsumexp"}
+
+
+def test_jax_custom_call(bk, jax_kernel):
+    """Under ``jax.jit``, ``log_softmax`` and ``softmax`` of float32 rows
+    call the kernel (their compiled program holds its custom call); within
+    1 and 2 ulps of float64's, rounded."""
+    import jax
+
+    x = _logits(16, 40)
+    for name, f in NORMALISED.items():
+        text = jax.jit(f).lower(bk.asarray(x, "float32")).as_text()
+        assert f"lsekit_{name}" in text, name
+        got = bk.to_numpy(jax.jit(f)(bk.asarray(x, "float32")))
+        wide = bk.to_numpy(f(bk.asarray(x, "float64"))).astype(np.float32)
+        np.testing.assert_array_max_ulp(got, wide, 1 if name == "log_softmax" else 2)
+    # The dominant entry's log-probability, below float32's normal range:
+    # XLA's threads flush such numbers to 0, the kernel keeps them.
+    row = np.array([[-2.5, -104.75, -102.5, -104.75, -104.75, -104.25]], np.float32)
+    got = bk.to_numpy(jax.jit(PUBLIC["log_softmax"])(bk.asarray(row, "float32")))
+    exact = float(exact_log_softmax(row[0].astype(np.float64))[0])
+    assert -1e-38 < exact < 0.0
+    assert abs(float(got[0, 0]) - exact) <= np.finfo(np.float32).smallest_subnormal
+
+
+def test_jax_special_rows(bk, jax_kernel, monkeypatch):
+    """Rows whose maximum is not finite come out of the kernel as the
+    standard-only path gives them, and so do their gradients."""
+    import jax
+
+    x = np.random.default_rng(5).normal(0.0, 3.0, size=(7, 9)).astype(np.float32)
+    x[0, 3] = np.inf
+    x[1, [2, 6]] = np.inf
+    x[2] = -np.inf
+    x[3, 4] = np.nan
+    x[4, [1, 2]] = [np.inf, np.nan]
+    x[5, [0, 1]] = [-np.inf, np.inf]
+    w = bk.asarray(np.random.default_rng(6).normal(size=x.shape), "float32")
+
+    def results():
+        out = {}
+        for name, f in NORMALISED.items():
+            arg = bk.asarray(x, "float32")
+            out[name] = bk.to_numpy(f(arg))
+            grad = jax.grad(lambda v, f=f: bk.xp.sum(bk.xp.where(w > 0, f(v), 0.0)))
+            out[name + " gradient"] = bk.to_numpy(grad(arg))
+        return out
+
+    native = results()
+    monkeypatch.setattr(_fused, "ENABLED", False)
+    for key, expected in results().items():
+        np.testing.assert_array_equal(np.isnan(native[key]), np.isnan(expected), key)
+        finite = np.isfinite(expected)
+        np.testing.assert_array_equal(native[key][~finite], expected[~finite], key)
+        np.testing.assert_allclose(
+            native[key][finite], expected[finite], rtol=1e-5, atol=1e-6, err_msg=key
+        )
+
+
+def test_jax_vmap_threads(bk, jax_kernel):
+    """A batch under ``jax.vmap`` is more rows for the kernel, and rows
+    split among its threads give the one thread's results, bit for bit."""
+    import jax
+
+    x = bk.asarray(_logits(37, 129), "float32")
+    batch = bk.xp.stack([x, x[::-1]])
+    kernel = _fused._load()
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
+    for name, f in NORMALISED.items():
+        kernel.xla(1, 1 << 62)
+        single = bk.to_numpy(f(x))
+        mapped = bk.to_numpy(jax.jit(jax.vmap(f))(batch))
+        kernel.xla(3, 0)
+        try:
+            split = bk.to_numpy(jax.jit(lambda v, f=f: f(v + 0.0))(x))
+        finally:
+            kernel.xla(cores, _fused.PARALLEL)
+        assert np.array_equal(split, single), name
+        assert np.array_equal(mapped[0], single), name
+        assert np.array_equal(mapped[1], single[::-1]), name
+
+
+def test_jax_handler_checks(bk, jax_kernel):
+    """The custom call checks what XLA hands it, and says what is wrong."""
+    import jax
+
+    x = bk.asarray(_logits(3, 4), "float32")
+    rows = jax.ShapeDtypeStruct((3,), bk.xp.float64)
+    wrong = jax.ShapeDtypeStruct((4,), bk.xp.float64)
+    same = jax.ShapeDtypeStruct((3, 4), bk.xp.float32)
+    call = jax.ffi.ffi_call("lsekit_log_softmax", [same, rows, wrong])
+    with pytest.raises(Exception, match="results are not the rows, m and t"):
+        jax.block_until_ready(call(x))
+    wide = jax.ffi.ffi_call(
+        "lsekit_softmax", [jax.ShapeDtypeStruct((3, 4), bk.xp.float64), rows, rows]
+    )
+    with pytest.raises(Exception, match="takes float32 rows"):
+        jax.block_until_ready(wide(bk.asarray(_logits(3, 4), "float64")))

@@ -31,7 +31,7 @@ import pytest
 import backends
 from lsekit import cross_entropy, log_softmax, logsumexp, softmax
 from lsekit._compat import namespace
-from lsekit._fast import _bounds, _traced
+from lsekit._fast import _bounds, _fused, _traced
 from tests.families import FAMILIES, rows
 from tests.support import (
     assert_gradient,
@@ -41,6 +41,7 @@ from tests.support import (
     exact_two_values,
     jax_x64,
     library_session,
+    require_kernel,
     tiny_terms,
     ulp_error,
 )
@@ -71,7 +72,7 @@ class Compiler(NamedTuple):
 # The JAX kernels' sizes that the tests patch, and the jitted functions,
 # kept across the tests by those sizes: compiling is slow.
 JAX_SIZES = ("LARGE", "BLOCK", "SLOW_BLOCK", "LONG", "SHORT")
-JITTED: dict[tuple[Callable[..., Any], tuple[int, ...]], Callable[..., Any]] = {}
+JITTED: dict[tuple[Callable[..., Any], tuple[Any, ...]], Callable[..., Any]] = {}
 
 
 @functools.cache
@@ -90,11 +91,12 @@ def _jax_rest(path: str) -> Any:
 
 
 def _jax(request: pytest.FixtureRequest, path: str = "") -> Any:
-    """JAX; ``path="blocked"``: every array goes through the path of large
-    ones, mapped over blocks of rows of at most 1024 entries whose float64
-    sums are matrix-vector products in two levels, and the standard-only
-    path over blocks of rows of at most 64 entries and the rows left over;
-    ``path="parts"``: the
+    """JAX, its ``log_softmax`` and ``softmax`` traced (the C kernel's
+    custom calls off) but with ``path="kernel"``; ``path="blocked"``:
+    every array goes through the path of large ones, mapped over blocks of
+    rows of at most 1024 entries whose float64 sums are matrix-vector
+    products in two levels, and the standard-only path over blocks of rows
+    of at most 64 entries and the rows left over; ``path="parts"``: the
     rows longer than 16 entries count as long, and those of a length with
     a divisor that makes parts of 2 to 16 entries are summed in such parts
     (``_traced.rest``'s ``parts``)."""
@@ -106,6 +108,10 @@ def _jax(request: pytest.FixtureRequest, path: str = "") -> Any:
     from lsekit._fast import jax as kernels
 
     patch = request.getfixturevalue("monkeypatch")
+    if path == "kernel":
+        require_kernel()
+    else:
+        patch.setattr(_fused, "ENABLED", False)
     if path == "blocked":
         patch.setattr(kernels, "LARGE", 0)
         patch.setattr(kernels, "BLOCK", 1 << 10)
@@ -118,7 +124,7 @@ def _jax(request: pytest.FixtureRequest, path: str = "") -> Any:
     def run(f: Callable[..., Any], *arrays: np.ndarray) -> Any:
         # jax.jit keeps a function's traces, made with the kernels' sizes
         # as they were: one jitted function for each set of sizes.
-        sizes = tuple(getattr(kernels, name) for name in JAX_SIZES)
+        sizes = (*(getattr(kernels, name) for name in JAX_SIZES), _fused.ENABLED)
         if (f, sizes) not in JITTED:
             JITTED[f, sizes] = jax.jit(lambda *a: f(*a))
         out = JITTED[f, sizes](*(jnp.asarray(a) for a in arrays))
@@ -141,19 +147,28 @@ def _jax(request: pytest.FixtureRequest, path: str = "") -> Any:
 COMPILED: dict[Callable[..., Any], Callable[..., Any]] = {}
 
 
-def _torch(request: pytest.FixtureRequest) -> Any:
+def _torch(request: pytest.FixtureRequest, path: str = "") -> Any:
+    """PyTorch under ``torch.compile``, its ``log_softmax``, ``softmax``
+    and loss traced (the C kernel's operator off) but with
+    ``path="kernel"``."""
     torch = library_session(request, "torch")
     if not any(shutil.which(c) for c in ("c++", "g++", "clang++")):
         pytest.skip("torch.compile's CPU backend needs a C++ compiler; none found")
     import array_api_compat.torch as xp
+
+    if path == "kernel":
+        require_kernel()
+    else:
+        request.getfixturevalue("monkeypatch").setattr(_fused, "ENABLED", False)
 
     def call(f: Callable[..., Any], *arrays: Any) -> Any:
         # One compiled function for every batch size and row length.
         if f not in COMPILED:
             COMPILED[f] = torch.compile(f, fullgraph=True, dynamic=True)
         # The standard-only cross_entropy's take_along_axis specialises
-        # the graph to the number of classes: one per row length.
-        with torch._dynamo.config.patch(recompile_limit=64):
+        # the graph to the number of classes: one per row length, for
+        # each path.
+        with torch._dynamo.config.patch(recompile_limit=128):
             return COMPILED[f](*arrays)
 
     def run(f: Callable[..., Any], *arrays: np.ndarray) -> Any:
@@ -192,15 +207,22 @@ pytestmark = [
 
 @pytest.fixture(params=["jax", "jax-blocked", "jax-parts", "torch"])
 def compiler(request):
-    if request.param.startswith("jax-"):
-        return _jax(request, request.param[4:])
-    return {"jax": _jax, "torch": _torch}[request.param](request)
+    library, _, path = request.param.partition("-")
+    return {"jax": _jax, "torch": _torch}[library](request, path)
 
 
 # The public functions' own code is the same whichever sums their kernels
 # take, and the kernels' tests hold the parts' sums.
 PUBLIC_COMPILERS = pytest.mark.parametrize(
-    "compiler", ["jax", "jax-blocked", "torch"], indirect=True
+    "compiler",
+    ["jax", "jax-blocked", "jax-kernel", "torch", "torch-kernel"],
+    indirect=True,
+)
+# The derivatives, also of the C kernel's custom calls and operator.
+GRADIENT_COMPILERS = pytest.mark.parametrize(
+    "compiler",
+    ["jax", "jax-blocked", "jax-parts", "jax-kernel", "torch", "torch-kernel"],
+    indirect=True,
 )
 
 
@@ -741,7 +763,7 @@ def test_many_tiny_terms(compiler, kind, monkeypatch):
                 )
 
 
-@pytest.fixture(params=["jax", "jax-blocked", "jax-parts"])
+@pytest.fixture(params=["jax", "jax-blocked", "jax-parts", "jax-kernel"])
 def jax_compiler(request):
     return _jax(request, request.param[4:])
 
@@ -761,6 +783,7 @@ def _gradient_rows() -> tuple[np.ndarray, np.ndarray]:
     return x.astype(F32), np.array([0, 7, 30, 4, 39, 9])
 
 
+@GRADIENT_COMPILERS
 @pytest.mark.parametrize("kind", KINDS)
 def test_gradient(compiler, kind):
     """The closed-form derivatives of the traced kernels, in reverse mode
@@ -853,6 +876,7 @@ SPECIAL = [
 ]
 
 
+@GRADIENT_COMPILERS
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("row", SPECIAL, ids=str)
 def test_gradient_at_special_values(compiler, kind, row):

@@ -16,7 +16,8 @@ compete with them for the cores), and one thread for NumPy, whose own
 functions take one.
 
 ``ops`` is the library's module (``numpy.py``, ``torch.py``), as in
-``_blocked``.
+``_blocked``. JAX calls the same kernel from XLA, as a custom call whose
+handlers the compiled module gives (see ``jax.py``).
 """
 
 from __future__ import annotations

@@ -18,10 +18,14 @@
  * to float32, times 1 / (1 + t) rounded to float32, rounded: within 1.5
  * ulps and t's own error (at the maxima, exp(0) is exactly 1).
  *
- * Each row is left to the caller where its maximum is not finite (an
- * infinity or a NaN in it, or no finite entry); every other row is done
- * here. The caller rounds m + log1p(t) and checks the rounding of rows
- * with a dominant term.
+ * A row whose maximum is not finite (an infinity or a NaN in it, or no
+ * finite entry) has its m and t NaN or infinite, for the caller to tell
+ * apart; its normalised row is the standard-only path's (row_special).
+ * The caller rounds m + log1p(t) and checks the rounding of rows with a
+ * dominant term.
+ *
+ * Callers: Python's buffers (rows(), for NumPy and PyTorch) and XLA's
+ * typed custom calls (xla(), for jax.ffi.ffi_call).
  *
  * The vector path (AVX2 and FMA, chosen at run time) and the scalar one
  * compute the same formulas; the vector one fuses the polynomial's
@@ -295,6 +299,17 @@ static PyObject *vector(PyObject *self, PyObject *args)
 #endif
 }
 
+/* A row whose maximum is not finite, as the standard-only path gives it:
+ * NaN throughout where it holds a NaN; where its maximum is +inf, NaN at
+ * each +inf (inf - inf) and an empty share elsewhere; where every entry is
+ * -inf, an empty share throughout (log 0 or 0). */
+static void row_special(const float *x, Py_ssize_t n, float mf, float *out, int kind)
+{
+    float none = kind == LOG_SOFTMAX ? -INFINITY : 0.0f;
+    for (Py_ssize_t i = 0; i < n; i++)
+        out[i] = mf != mf || x[i] == INFINITY ? NAN : none;
+}
+
 static void run_rows(const Job *job)
 {
     Py_ssize_t n = job->n;
@@ -323,15 +338,17 @@ static void run_rows(const Job *job)
         double low = log1p(t);
         job->m[r] = m;
         job->t[r] = t;
-        if (job->kind != SPLIT && isfinite(mf)) {
-            float *out = job->out + r * n;
+        if (job->kind == SPLIT)
+            continue;
+        float *out = job->out + r * n;
+        if (!isfinite(mf))
+            row_special(x, n, mf, out, job->kind);
 #if LSE_X86
-            if (vec)
-                row_out_vec(x, n, m, low, 1.0 / (1.0 + t), out, job->kind);
-            else
+        else if (vec)
+            row_out_vec(x, n, m, low, 1.0 / (1.0 + t), out, job->kind);
 #endif
-                row_out_scalar(x, n, m, low, 1.0 / (1.0 + t), out, job->kind);
-        }
+        else
+            row_out_scalar(x, n, m, low, 1.0 / (1.0 + t), out, job->kind);
     }
 }
 
@@ -362,8 +379,8 @@ static void run_member(void *arg)
     const Team *team = (const Team *)arg;
     Job job = team->job;
     Py_ssize_t id = omp_thread_num(), size = omp_num_threads();
-    job.r0 = team->nrows * id / size;
-    job.r1 = team->nrows * (id + 1) / size;
+    job.r0 = team->job.r0 + team->nrows * id / size;
+    job.r1 = team->job.r0 + team->nrows * (id + 1) / size;
     run_rows(&job);
 }
 
@@ -379,6 +396,41 @@ static PyObject *pool(PyObject *self, PyObject *args)
     omp_thread_num = (omp_int_fn)address(thread_num);
     omp_num_threads = (omp_int_fn)address(num_threads);
     Py_RETURN_NONE;
+}
+
+/* The rows r0 to r1 of `job` split among `threads` threads: the OpenMP
+ * team set by pool() where `shared`, threads of our own otherwise. */
+static void run_split(const Job *job, int threads, int shared)
+{
+    Py_ssize_t nrows = job->r1 - job->r0;
+    if (threads > MAX_THREADS)
+        threads = MAX_THREADS;
+    if (threads > nrows)
+        threads = (int)nrows;
+    if (threads <= 1) {
+        run_rows(job);
+    } else if (shared && gomp_parallel) {
+        Team team = {*job, nrows};
+        gomp_parallel(run_member, &team, (unsigned)threads, 0);
+    } else {
+        Job jobs[MAX_THREADS];
+        pthread_t ids[MAX_THREADS];
+        int started[MAX_THREADS] = {0};
+        for (int j = 0; j < threads; j++) {
+            jobs[j] = *job;
+            jobs[j].r0 = job->r0 + nrows * j / threads;
+            jobs[j].r1 = job->r0 + nrows * (j + 1) / threads;
+        }
+        for (int j = 1; j < threads; j++)
+            started[j] = pthread_create(&ids[j], NULL, run_thread, &jobs[j]) == 0;
+        run_rows(&jobs[0]);
+        for (int j = 1; j < threads; j++) {
+            if (started[j])
+                pthread_join(ids[j], NULL);
+            else
+                run_rows(&jobs[j]);
+        }
+    }
 }
 
 /* A writable buffer of `size` bytes from `obj`, or none where obj is None
@@ -426,12 +478,6 @@ static PyObject *rows(PyObject *self, PyObject *args)
         take(t, &tv, nrows * (Py_ssize_t)sizeof(double), 0, "t") < 0 ||
         take(total, &totalv, nrows * (Py_ssize_t)sizeof(double), 1, "total") < 0)
         goto done;
-    if (threads < 1)
-        threads = 1;
-    if (threads > MAX_THREADS)
-        threads = MAX_THREADS;
-    if (threads > nrows)
-        threads = (int)(nrows > 0 ? nrows : 1);
     Job proto;
     proto.x = xv.buf;
     proto.out = outv.buf;
@@ -443,30 +489,7 @@ static PyObject *rows(PyObject *self, PyObject *args)
     proto.r0 = 0;
     proto.r1 = nrows;
     Py_BEGIN_ALLOW_THREADS;
-    if (threads == 1) {
-        run_rows(&proto);
-    } else if (shared && gomp_parallel) {
-        Team team = {proto, nrows};
-        gomp_parallel(run_member, &team, (unsigned)threads, 0);
-    } else {
-        Job jobs[MAX_THREADS];
-        pthread_t ids[MAX_THREADS];
-        int started[MAX_THREADS] = {0};
-        for (int j = 0; j < threads; j++) {
-            jobs[j] = proto;
-            jobs[j].r0 = nrows * j / threads;
-            jobs[j].r1 = nrows * (j + 1) / threads;
-        }
-        for (int j = 1; j < threads; j++)
-            started[j] = pthread_create(&ids[j], NULL, run_thread, &jobs[j]) == 0;
-        run_rows(&jobs[0]);
-        for (int j = 1; j < threads; j++) {
-            if (started[j])
-                pthread_join(ids[j], NULL);
-            else
-                run_rows(&jobs[j]);
-        }
-    }
+    run_split(&proto, threads, shared);
     Py_END_ALLOW_THREADS;
     Py_INCREF(Py_None);
     result = Py_None;
@@ -483,6 +506,191 @@ done:
     return result;
 }
 
+/* XLA's typed custom calls (its FFI), declared here from the stable C ABI
+ * of xla/ffi/api/c_api.h, version 0.3, whose structs only grow at their
+ * ends: no build-time dependency on jaxlib. A handler gets a call frame of
+ * its arguments and results, buffers, and returns NULL or an error. */
+typedef struct XlaExtension {
+    size_t struct_size;
+    int type; /* 1: the metadata query */
+    struct XlaExtension *next;
+} XlaExtension;
+
+typedef struct {
+    size_t struct_size;
+    XlaExtension *extension_start;
+    int major_version, minor_version;
+} XlaVersion;
+
+typedef struct XlaError XlaError;
+
+typedef struct {
+    size_t struct_size;
+    XlaExtension *extension_start;
+    const char *message;
+    int errc; /* 3: invalid argument */
+} XlaErrorArgs;
+
+typedef struct {
+    size_t struct_size;
+    XlaExtension *extension_start;
+    XlaVersion api_version;
+    const void *internal_api;
+    XlaError *(*error_create)(XlaErrorArgs *args);
+    /* further entries not used */
+} XlaApi;
+
+typedef struct {
+    size_t struct_size;
+    XlaExtension *extension_start;
+    int dtype; /* 11: F32, 12: F64 */
+    void *data;
+    int64_t rank;
+    int64_t *dims;
+} XlaBuffer;
+
+typedef struct {
+    size_t struct_size;
+    XlaExtension *extension_start;
+    int64_t size;
+    int *types; /* 1: buffer */
+    void **items;
+} XlaList;
+
+typedef struct {
+    size_t struct_size;
+    XlaExtension *extension_start;
+    int64_t size;
+    int *types;
+    void **names;
+    void **attrs;
+} XlaAttrs;
+
+typedef struct {
+    size_t struct_size;
+    XlaExtension *extension_start;
+    const XlaApi *api;
+    void *ctx;
+    int stage; /* 3: execute */
+    XlaList args, rets;
+    XlaAttrs attrs;
+    void *future;
+} XlaFrame;
+
+typedef struct {
+    size_t struct_size;
+    XlaVersion api_version;
+    uint32_t traits;
+    int64_t state_type_id;
+} XlaMetadata;
+
+typedef struct {
+    XlaExtension base;
+    XlaMetadata *metadata;
+} XlaMetadataExtension;
+
+enum { XLA_F32 = 11, XLA_F64 = 12, XLA_EXECUTE = 3, XLA_INVALID = 3 };
+
+/* Threads for calls of at least xla_parallel entries, set by xla(). */
+static int xla_threads = 1;
+static Py_ssize_t xla_parallel = 0;
+
+static XlaError *xla_error(const XlaFrame *frame, const char *message)
+{
+    XlaErrorArgs args = {sizeof(XlaErrorArgs), NULL, message, XLA_INVALID};
+    return frame->api->error_create(&args);
+}
+
+/* The buffer `i` of `list`, where it holds `count` values of `dtype`. */
+static float *xla_buffer(const XlaList *list, int64_t i, int dtype, Py_ssize_t count)
+{
+    if (i >= list->size || list->types[i] != 1)
+        return NULL;
+    const XlaBuffer *b = (const XlaBuffer *)list->items[i];
+    Py_ssize_t size = 1;
+    for (int64_t d = 0; d < b->rank; d++)
+        size *= (Py_ssize_t)b->dims[d];
+    return b->dtype == dtype && size == count ? (float *)b->data : NULL;
+}
+
+/* The normalisation `kind` of the float32 rows of the last axis of the one
+ * argument, into the results: the rows (float32), m and t (float64, one
+ * per row). */
+static XlaError *xla_rows(XlaFrame *frame, int kind)
+{
+    XlaExtension *ext = frame->extension_start;
+    if (ext && ext->type == 1) {
+        XlaMetadata *meta = ((XlaMetadataExtension *)ext)->metadata;
+        XlaVersion version = {sizeof(XlaVersion), NULL, 0, 3};
+        meta->api_version = version;
+        meta->traits = 0;
+        if (meta->struct_size >= sizeof(XlaMetadata))
+            meta->state_type_id = 0;
+        return NULL;
+    }
+    if (frame->stage != XLA_EXECUTE)
+        return xla_error(frame, "lsekit rows: called outside execution");
+    if (frame->args.size != 1 || frame->args.types[0] != 1)
+        return xla_error(frame, "lsekit rows: takes one buffer");
+    const XlaBuffer *x = (const XlaBuffer *)frame->args.items[0];
+    if (x->dtype != XLA_F32 || x->rank < 1)
+        return xla_error(frame, "lsekit rows: takes float32 rows");
+    Py_ssize_t n = (Py_ssize_t)x->dims[x->rank - 1], nrows = 1;
+    for (int64_t d = 0; d + 1 < x->rank; d++)
+        nrows *= (Py_ssize_t)x->dims[d];
+    Job job;
+    job.x = (const float *)x->data;
+    job.out = xla_buffer(&frame->rets, 0, XLA_F32, nrows * n);
+    job.m = (double *)xla_buffer(&frame->rets, 1, XLA_F64, nrows);
+    job.t = (double *)xla_buffer(&frame->rets, 2, XLA_F64, nrows);
+    job.total = NULL;
+    job.n = n;
+    job.kind = kind;
+    job.r0 = 0;
+    job.r1 = nrows;
+    if (frame->rets.size != 3 || !job.out || !job.m || !job.t)
+        return xla_error(frame, "lsekit rows: results are not the rows, m and t");
+    if (n == 0 || nrows == 0)
+        return NULL;
+#if LSE_X86
+    /* XLA's CPU threads flush subnormal numbers to zero (MXCSR's FTZ and
+     * DAZ bits), which would round a dominant entry's log-probability,
+     * -log1p(t) with t below float32's normal range, to -0. Cleared for
+     * the call (threads started here inherit the calling one's). */
+    unsigned int csr = _mm_getcsr();
+    _mm_setcsr(csr & ~0x8040u);
+#endif
+    run_split(&job, nrows * n >= xla_parallel ? xla_threads : 1, 0);
+#if LSE_X86
+    _mm_setcsr(csr);
+#endif
+    return NULL;
+}
+
+static XlaError *xla_log_softmax(XlaFrame *frame) { return xla_rows(frame, LOG_SOFTMAX); }
+static XlaError *xla_softmax(XlaFrame *frame) { return xla_rows(frame, SOFTMAX); }
+
+static PyObject *xla(PyObject *self, PyObject *args)
+{
+    int threads;
+    Py_ssize_t parallel;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "in", &threads, &parallel))
+        return NULL;
+    xla_threads = threads < 1 ? 1 : threads;
+    xla_parallel = parallel;
+    void *handlers[2] = {(void *)xla_log_softmax, (void *)xla_softmax};
+    const char *names[2] = {"log_softmax", "softmax"};
+    PyObject *out = PyDict_New();
+    for (int i = 0; out && i < 2; i++) {
+        PyObject *capsule = PyCapsule_New(handlers[i], NULL, NULL);
+        if (!capsule || PyDict_SetItemString(out, names[i], capsule) < 0)
+            Py_CLEAR(out);
+        Py_XDECREF(capsule);
+    }
+    return out;
+}
+
 static PyMethodDef methods[] = {
     {"rows", rows, METH_VARARGS,
      "rows(x, out, m, t, total, n, kind, threads, shared): the fused row "
@@ -493,6 +701,10 @@ static PyMethodDef methods[] = {
     {"vector", vector, METH_VARARGS,
      "vector(on): whether the vector path runs from now on (where the CPU "
      "has it); off, every row takes the scalar one."},
+    {"xla", xla, METH_VARARGS,
+     "xla(threads, parallel): XLA FFI handlers of log_softmax and softmax, "
+     "a dict of capsules by name, whose results are the rows, m and t; "
+     "calls of at least `parallel` entries take `threads` threads."},
     {"pool", pool, METH_VARARGS,
      "pool(GOMP_parallel, omp_get_thread_num, omp_get_num_threads): the "
      "addresses of an OpenMP runtime's functions, for rows(shared=True)."},

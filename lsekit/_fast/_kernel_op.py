@@ -1,8 +1,8 @@
 """The C kernel of ``_fused`` as a PyTorch operator, ``lsekit::rows``,
 which ``torch.compile`` calls as it is: Inductor cannot fuse into it, and
 needs not, as it reads each row from memory once, where the traced
-kernels' float64 sums take passes of their own. The compiled loss takes
-it (``torch.py``).
+kernels' float64 sums take passes of their own. The compiled loss,
+``log_softmax`` and ``softmax`` take it (``torch.py``).
 
 This module imports torch: ``torch.py`` imports it under ``torch.compile``
 (an import is what Dynamo runs rather than traces), and it registers the

@@ -4,6 +4,13 @@ Where any row is not certified, ``lax.cond`` runs the standard-only path
 instead, on every row. Derivatives are closed forms (a ``custom_jvp``) in
 a pass or two over the rows, as ``jax.nn``'s, whichever branch ran, with
 the standard-only path's values where a row's maximum is not finite.
+
+On the CPU, ``log_softmax`` and ``softmax`` call the C kernel of
+``_fused`` instead, where it was built, as an XLA custom call
+(``jax.ffi``): one pass over memory where XLA's fusions take three, and
+every row done, unguarded. ``logsumexp`` and the loss, which write one
+value per row, keep the traced kernels: XLA's float32 exponential in one
+fused pass is faster than the kernel's float64 one.
 """
 
 from __future__ import annotations
@@ -11,11 +18,12 @@ from __future__ import annotations
 import functools
 import importlib
 import math
+import os
 import sys
 from collections.abc import Callable
 from typing import Any
 
-from . import _traced
+from . import _fused, _traced
 
 __all__ = [
     "accepts",
@@ -240,9 +248,19 @@ def _guarded(
             ok.all(), lambda: (finish(), aux), lambda: attempt(rows, tiers[1:])
         )
 
+    return _differentiable(lambda *rows: attempt(rows, tiers), slope)
+
+
+def _differentiable(
+    body: Callable[..., tuple[Any, Any]], slope: Callable[..., Any]
+) -> Callable[..., Any]:
+    """``body``'s result, compiled, with the closed-form derivative
+    ``slope``: ``body(*rows)`` gives ``(out, aux)``, as ``_guarded``'s."""
+    jax = importlib.import_module("jax")
+
     @jax.custom_jvp  # type: ignore[untyped-decorator]
     def run(*rows: Any) -> Any:
-        return attempt(rows, tiers)
+        return body(*rows)
 
     @run.defjvp  # type: ignore[untyped-decorator]
     def jvp(primals: tuple[Any, ...], tangents: tuple[Any, ...]) -> tuple[Any, Any]:
@@ -254,6 +272,46 @@ def _guarded(
     # for each input would be compiled anew.
     compiled: Callable[..., Any] = jax.jit(lambda *rows: run(*rows)[0])
     return compiled
+
+
+@functools.cache
+def _registered() -> bool:
+    """Whether the C kernel's XLA handlers (``_fused``) are registered, as
+    ``lsekit_log_softmax`` and ``lsekit_softmax`` for the CPU: once, where
+    the kernel was built. Large calls take as many threads as XLA's own
+    CPU operations (one per core)."""
+    kernel = _fused._load()
+    if kernel is None:
+        return False
+    jax = sys.modules["jax"]
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
+    for kind, handler in kernel.xla(cores, _fused.PARALLEL).items():
+        jax.ffi.register_ffi_target(f"lsekit_{kind}", handler, platform="cpu")
+    return True
+
+
+def _native(x2: Any) -> bool:
+    """Whether the C kernel takes the rows ``x2``: built, on, and on the
+    CPU (the default device, where ``x2`` is traced)."""
+    jax = sys.modules["jax"]
+    if not _fused.ENABLED or jax.default_backend() != "cpu":
+        return False
+    concrete = not isinstance(x2, jax.core.Tracer)
+    if concrete and any(d.platform != "cpu" for d in x2.devices()):
+        return False
+    return _registered()
+
+
+def _kernel_rows(kind: str, x2: Any) -> tuple[Any, Any, Any]:
+    """The C kernel's ``log_softmax`` or ``softmax`` (``kind``) of the rows
+    ``x2``, and their ``m`` and ``t`` (float64, one per row)."""
+    jax = sys.modules["jax"]
+    per_row = jax.ShapeDtypeStruct(x2.shape[:-1], _jnp().float64)
+    shapes = [jax.ShapeDtypeStruct(x2.shape, x2.dtype), per_row, per_row]
+    # Under vmap, the batch is more rows.
+    call = jax.ffi.ffi_call(f"lsekit_{kind}", shapes, vmap_method="broadcast_all")
+    out, m, t = call(x2)
+    return out, m, t
 
 
 def _logsumexp_slope(
@@ -318,6 +376,21 @@ def _divided(x2: Any) -> tuple[Callable[[], Any], Any, Any]:
 
 
 @functools.cache
+def _kernel_normalised(kind: str) -> Callable[[Any], Any]:
+    """The C kernel's ``log_softmax`` or ``softmax`` (``kind``): every row
+    done in one pass over memory, those whose maximum is not finite as the
+    standard-only path gives them; no guard."""
+
+    def body(x2: Any) -> tuple[Any, Any]:
+        out, m, _ = _kernel_rows(kind, x2)
+        jnp = _jnp()
+        live = jnp.where(jnp.isnan(m), m, jnp.isfinite(m).astype(m.dtype))
+        return out, live
+
+    return _differentiable(body, _normalised_slope(kind))
+
+
+@functools.cache
 def _normalised(kind: str, exact: Callable[[Any], Any]) -> Callable[[Any], Any]:
     def fast(x2: Any) -> tuple[Callable[[], Any], Any, Any]:
         m, t, ok = _rowwise(functools.partial(_traced.stats, _jnp()), x2)
@@ -331,6 +404,8 @@ def _normalised(kind: str, exact: Callable[[Any], Any]) -> Callable[[Any], Any]:
 def normalised(x2: Any, kind: str, exact: Callable[[Any], Any]) -> tuple[Any, None]:
     """The rows' ``log_softmax`` or ``softmax`` (``kind``) in their dtype;
     ``exact(rows)`` is the standard-only path."""
+    if _native(x2):
+        return _kernel_normalised(kind)(x2), None
     return _normalised(kind, exact)(x2), None
 
 

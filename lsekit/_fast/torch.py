@@ -169,16 +169,21 @@ def _guarded(
     row otherwise, and a float64 value per row for the gradient
     (``_autograd.pullback``)."""
     xp = _compat.namespace(x2)
-    if kind == "cross_entropy":
-        # Inductor's float64 sums of the traced loss cost passes of their
-        # own, where the kernel reads each row once. The others' traced
-        # kernels are as fast as it (logsumexp's one pass without the
-        # maxima), and the normalised rows would have to be copied out of
-        # torch.cond's branch.
+    if kind != "logsumexp":
+        # Inductor's float64 sums of the traced kernels cost passes of
+        # their own, where the kernel reads each row once; its normalised
+        # rows are final, those whose maximum is not finite included, and
+        # need no guard. logsumexp's traced kernel is as fast (one pass
+        # without the maxima).
         from . import _kernel_op
 
         if _kernel_op.ROWS is not None and _fused.ENABLED:
-            return _operated_loss(_kernel_op, x2, target, ignore, exact, smoothing)
+            if kind == "cross_entropy":
+                return _operated_loss(_kernel_op, x2, target, ignore, exact, smoothing)
+            out, m, _ = _kernel_op.ROWS(x2, _kernel_op.KINDS.index(kind))
+            torch = sys.modules["torch"]
+            live = torch.where(torch.isnan(m), m, torch.isfinite(m).to(m.dtype))
+            return out, live
     fast: Callable[[], tuple[Any, Any]]
     slow: Callable[[], tuple[Any, Any]]
     # A branch may not return a tensor from outside it: the copies are of
