@@ -441,7 +441,7 @@ def cross_entropy(
     # leave no digits to spare.
     smoothed = not smoothing or (w is None and x.dtype == xp.float32)
     if not probabilities and smoothed and out_dtype == x.dtype:
-        kern = _fast.kernels(x)
+        kern = _fast.kernels(x, "cross_entropy")
     options: dict[str, Any] = {
         "axis": i,
         "ignore": ignore,

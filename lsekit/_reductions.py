@@ -231,7 +231,7 @@ def logsumexp(
     """
     keepdims = _args.check_flag("logsumexp", "keepdims", keepdims)
     return_sign = _args.check_flag("logsumexp", "return_sign", return_sign)
-    kern = _fast.kernels(a) if b is None and where is None else None
+    kern = _fast.kernels(a, "logsumexp") if b is None and where is None else None
     if kern is not None:
         axes = _args.normalize_axis("logsumexp", axis, a.ndim)
         out = _fast.logsumexp(kern, a, axes, keepdims, _EXACT["logsumexp"])
@@ -377,7 +377,7 @@ def _empty_logsumexp(
 
 
 def _normalised(func: str, x: Any, axis: Any, where: Any, impl: str) -> Any:
-    kern = _fast.kernels(x) if where is None else None
+    kern = _fast.kernels(x, impl) if where is None else None
     if kern is not None:
         axes = _args.normalize_axis(func, axis, x.ndim)
         return _fast.normalised(kern, x, axes, impl, _EXACT[impl])

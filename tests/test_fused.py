@@ -25,6 +25,7 @@ from tests.support import (
     assert_float32_family,
     exact_log_softmax,
     exact_logsumexp,
+    exact_softmax,
     require_kernel,
     ulp_error,
 )
@@ -341,19 +342,65 @@ def test_jax_vmap_threads(bk, jax_kernel):
         assert np.array_equal(mapped[1], single[::-1]), name
 
 
+def test_jax_without_x64(bk, jax_kernel):
+    """Without JAX's x64 mode, which the traced kernels need to sum in
+    float64, ``log_softmax`` and ``softmax`` still call the kernel, which
+    sums in float64 of its own: within 1 and 2 ulps of float64's, and
+    their gradients."""
+    import jax
+
+    if not hasattr(jax, "enable_x64"):
+        pytest.skip("this JAX has no jax.enable_x64 to switch x64 mode off")
+    x = _logits(16, 40)
+    rows = x.astype(np.float64)
+    wide = {
+        "log_softmax": np.array([exact_log_softmax(r) for r in rows], np.float64),
+        "softmax": np.array([exact_softmax(r) for r in rows], np.float64),
+    }
+    p = wide["softmax"]
+    with jax.enable_x64(False):
+        v = bk.xp.asarray(x)
+        for name, f in NORMALISED.items():
+            assert f"lsekit_{name}" in jax.jit(f).lower(v).as_text(), name
+            got = bk.to_numpy(jax.jit(f)(v))
+            assert got.dtype == np.float32
+            bound = 1 if name == "log_softmax" else 2
+            np.testing.assert_array_max_ulp(got, wide[name].astype(np.float32), bound)
+        grad = bk.to_numpy(jax.grad(lambda v: PUBLIC["log_softmax"](v)[:, 0].sum())(v))
+    expected = -p
+    expected[:, 0] += 1.0
+    np.testing.assert_allclose(grad, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_jax_refused(bk, jax_kernel, monkeypatch):
+    """Where XLA refuses the custom calls (a JAX whose FFI no longer takes
+    their version), the traced kernels run instead, to the same results."""
+    x = bk.asarray(_logits(5, 33), "float32")
+    native = {k: bk.to_numpy(f(x)) for k, f in NORMALISED.items()}
+
+    def refused(kind, x2):
+        raise RuntimeError("UNIMPLEMENTED: FFI version 0.3 not supported")
+
+    monkeypatch.setattr(jax_kernel, "_kernel_rows", refused)
+    assert not jax_kernel._registered.__wrapped__()
+    monkeypatch.setattr(jax_kernel, "_registered", lambda: False)
+    for name, f in NORMALISED.items():
+        np.testing.assert_array_max_ulp(bk.to_numpy(f(x + 0.0)), native[name], 2)
+
+
 def test_jax_handler_checks(bk, jax_kernel):
     """The custom call checks what XLA hands it, and says what is wrong."""
     import jax
 
     x = bk.asarray(_logits(3, 4), "float32")
-    rows = jax.ShapeDtypeStruct((3,), bk.xp.float64)
-    wrong = jax.ShapeDtypeStruct((4,), bk.xp.float64)
+    rows = jax.ShapeDtypeStruct((3,), bk.xp.float32)
+    wrong = jax.ShapeDtypeStruct((4,), bk.xp.float32)
     same = jax.ShapeDtypeStruct((3, 4), bk.xp.float32)
-    call = jax.ffi.ffi_call("lsekit_log_softmax", [same, rows, wrong])
-    with pytest.raises(Exception, match="results are not the rows, m and t"):
+    call = jax.ffi.ffi_call("lsekit_log_softmax", [same, wrong])
+    with pytest.raises(Exception, match="results are not the rows and their maxima"):
         jax.block_until_ready(call(x))
     wide = jax.ffi.ffi_call(
-        "lsekit_softmax", [jax.ShapeDtypeStruct((3, 4), bk.xp.float64), rows, rows]
+        "lsekit_softmax", [jax.ShapeDtypeStruct((3, 4), bk.xp.float64), rows]
     )
     with pytest.raises(Exception, match="takes float32 rows"):
         jax.block_until_ready(wide(bk.asarray(_logits(3, 4), "float64")))

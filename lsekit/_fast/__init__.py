@@ -1,6 +1,6 @@
 """Native fast paths: one module per library, with the same names.
 
-Each module has ``accepts(x)``, ``eligible(x)``, ``transpose(x, perm)``,
+Each module has ``accepts(x)``, ``eligible(x, func)``, ``transpose(x, perm)``,
 ``as_rows(x, n)``, ``logsumexp(x2, exact)``, ``normalised(x2, kind,
 exact)``, ``cross_entropy(x2, target, ignore, smoothing, exact)``, ``sign(out)`` and
 ``cast(x, dtype)``: the kernels of ``logsumexp``, ``log_softmax``,
@@ -34,17 +34,19 @@ _MODULES = (numpy, torch, jax)
 _BY_TYPE: dict[type, ModuleType | None] = {}
 
 
-def kernels(x: Any) -> ModuleType | None:
-    """The kernel module for ``x``, or None when none applies to it."""
-    kind = type(x)
-    if kind not in _BY_TYPE:
+def kernels(x: Any, func: str) -> ModuleType | None:
+    """The kernel module for ``x`` and the function ``func``
+    (``"logsumexp"``, ``"log_softmax"``, ``"softmax"`` or
+    ``"cross_entropy"``), or None when none applies to them."""
+    key = type(x)
+    if key not in _BY_TYPE:
         found = None
         for module in _MODULES:
             if module.accepts(x):
                 found = module
-        _BY_TYPE[kind] = found
-    kern = _BY_TYPE[kind]
-    return kern if kern is not None and kern.eligible(x) else None
+        _BY_TYPE[key] = found
+    kern = _BY_TYPE[key]
+    return kern if kern is not None and kern.eligible(x, func) else None
 
 
 def _layout(

@@ -614,8 +614,10 @@ static float *xla_buffer(const XlaList *list, int64_t i, int dtype, Py_ssize_t c
 }
 
 /* The normalisation `kind` of the float32 rows of the last axis of the one
- * argument, into the results: the rows (float32), m and t (float64, one
- * per row). */
+ * argument, into the results: the rows, and each row's maximum (float32,
+ * whose NaN or infinity tells the rows the standard-only path would have
+ * given, as row_special writes them). Nothing in float64, which JAX
+ * offers only in its x64 mode. */
 static XlaError *xla_rows(XlaFrame *frame, int kind)
 {
     XlaExtension *ext = frame->extension_start;
@@ -638,20 +640,25 @@ static XlaError *xla_rows(XlaFrame *frame, int kind)
     Py_ssize_t n = (Py_ssize_t)x->dims[x->rank - 1], nrows = 1;
     for (int64_t d = 0; d + 1 < x->rank; d++)
         nrows *= (Py_ssize_t)x->dims[d];
+    float *out = xla_buffer(&frame->rets, 0, XLA_F32, nrows * n);
+    float *maxima = xla_buffer(&frame->rets, 1, XLA_F32, nrows);
+    if (frame->rets.size != 2 || !out || !maxima)
+        return xla_error(frame, "lsekit rows: results are not the rows and their maxima");
+    if (n == 0 || nrows == 0)
+        return NULL;
+    double *stats = PyMem_RawMalloc(2 * (size_t)nrows * sizeof(double));
+    if (!stats)
+        return xla_error(frame, "lsekit rows: out of memory");
     Job job;
     job.x = (const float *)x->data;
-    job.out = xla_buffer(&frame->rets, 0, XLA_F32, nrows * n);
-    job.m = (double *)xla_buffer(&frame->rets, 1, XLA_F64, nrows);
-    job.t = (double *)xla_buffer(&frame->rets, 2, XLA_F64, nrows);
+    job.out = out;
+    job.m = stats;
+    job.t = stats + nrows;
     job.total = NULL;
     job.n = n;
     job.kind = kind;
     job.r0 = 0;
     job.r1 = nrows;
-    if (frame->rets.size != 3 || !job.out || !job.m || !job.t)
-        return xla_error(frame, "lsekit rows: results are not the rows, m and t");
-    if (n == 0 || nrows == 0)
-        return NULL;
 #if LSE_X86
     /* XLA's CPU threads flush subnormal numbers to zero (MXCSR's FTZ and
      * DAZ bits), which would round a dominant entry's log-probability,
@@ -664,6 +671,9 @@ static XlaError *xla_rows(XlaFrame *frame, int kind)
 #if LSE_X86
     _mm_setcsr(csr);
 #endif
+    for (Py_ssize_t r = 0; r < nrows; r++)
+        maxima[r] = (float)stats[r];
+    PyMem_RawFree(stats);
     return NULL;
 }
 
@@ -703,8 +713,9 @@ static PyMethodDef methods[] = {
      "has it); off, every row takes the scalar one."},
     {"xla", xla, METH_VARARGS,
      "xla(threads, parallel): XLA FFI handlers of log_softmax and softmax, "
-     "a dict of capsules by name, whose results are the rows, m and t; "
-     "calls of at least `parallel` entries take `threads` threads."},
+     "a dict of capsules by name, whose results are the rows and their "
+     "maxima (float32); calls of at least `parallel` entries take `threads` "
+     "threads."},
     {"pool", pool, METH_VARARGS,
      "pool(GOMP_parallel, omp_get_thread_num, omp_get_num_threads): the "
      "addresses of an OpenMP runtime's functions, for rows(shared=True)."},

@@ -48,13 +48,19 @@ def accepts(x: Any) -> bool:
     return jax is not None and isinstance(x, jax.Array)
 
 
-def eligible(x: Any) -> bool:
-    """float32, not empty, with float64 at hand to sum in (float64 input,
-    which has nothing wider to undo its shift's rounding in, keeps the
-    standard-only path)."""
+def eligible(x: Any, func: str) -> bool:
+    """Whether the kernels compute ``func`` of ``x``: float32, not empty,
+    with float64 at hand to sum in (float64 input, which has nothing wider
+    to undo its shift's rounding in, keeps the standard-only path), or
+    without it where the C kernel computes ``log_softmax`` and ``softmax``
+    (``_native``), in float64 of its own."""
     jnp = _jnp()
     jax = sys.modules["jax"]
-    return x.dtype == jnp.float32 and x.size > 0 and bool(jax.config.jax_enable_x64)
+    if x.dtype != jnp.float32 or x.size == 0:
+        return False
+    if jax.config.jax_enable_x64:
+        return True
+    return func in ("log_softmax", "softmax") and _native(x)
 
 
 def transpose(x: Any, perm: tuple[int, ...]) -> Any:
@@ -277,17 +283,28 @@ def _differentiable(
 @functools.cache
 def _registered() -> bool:
     """Whether the C kernel's XLA handlers (``_fused``) are registered, as
-    ``lsekit_log_softmax`` and ``lsekit_softmax`` for the CPU: once, where
-    the kernel was built. Large calls take as many threads as XLA's own
-    CPU operations (one per core)."""
+    ``lsekit_log_softmax`` and ``lsekit_softmax`` for the CPU, and answer:
+    once, where the kernel was built. Large calls take as many threads as
+    XLA's own CPU operations (one per core).
+
+    The handlers speak version 0.3 of XLA's FFI, which XLA keeps for a
+    year after a newer one; a JAX that no longer does, or refuses them
+    otherwise, gets the traced kernels instead of an error in every call.
+    """
     kernel = _fused._load()
     if kernel is None:
         return False
     jax = sys.modules["jax"]
+    jnp = _jnp()
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
-    for kind, handler in kernel.xla(cores, _fused.PARALLEL).items():
-        jax.ffi.register_ffi_target(f"lsekit_{kind}", handler, platform="cpu")
-    return True
+    try:
+        for kind, handler in kernel.xla(cores, _fused.PARALLEL).items():
+            jax.ffi.register_ffi_target(f"lsekit_{kind}", handler, platform="cpu")
+        with jax.ensure_compile_time_eval():
+            out, _ = _kernel_rows("softmax", jnp.zeros((1, 2), dtype=jnp.float32))
+            return bool((out == 0.5).all())
+    except Exception:  # any refusal (lowering, version, call): not this path
+        return False
 
 
 def _native(x2: Any) -> bool:
@@ -302,16 +319,19 @@ def _native(x2: Any) -> bool:
     return _registered()
 
 
-def _kernel_rows(kind: str, x2: Any) -> tuple[Any, Any, Any]:
+def _kernel_rows(kind: str, x2: Any) -> tuple[Any, Any]:
     """The C kernel's ``log_softmax`` or ``softmax`` (``kind``) of the rows
-    ``x2``, and their ``m`` and ``t`` (float64, one per row)."""
+    ``x2``, and their maxima (NaN where a row holds a NaN): float32, which
+    needs no x64 mode."""
     jax = sys.modules["jax"]
-    per_row = jax.ShapeDtypeStruct(x2.shape[:-1], _jnp().float64)
-    shapes = [jax.ShapeDtypeStruct(x2.shape, x2.dtype), per_row, per_row]
+    shapes = [
+        jax.ShapeDtypeStruct(x2.shape, x2.dtype),
+        jax.ShapeDtypeStruct(x2.shape[:-1], x2.dtype),
+    ]
     # Under vmap, the batch is more rows.
     call = jax.ffi.ffi_call(f"lsekit_{kind}", shapes, vmap_method="broadcast_all")
-    out, m, t = call(x2)
-    return out, m, t
+    out, m = call(x2)
+    return out, m
 
 
 def _logsumexp_slope(
@@ -382,7 +402,7 @@ def _kernel_normalised(kind: str) -> Callable[[Any], Any]:
     standard-only path gives them; no guard."""
 
     def body(x2: Any) -> tuple[Any, Any]:
-        out, m, _ = _kernel_rows(kind, x2)
+        out, m = _kernel_rows(kind, x2)
         jnp = _jnp()
         live = jnp.where(jnp.isnan(m), m, jnp.isfinite(m).astype(m.dtype))
         return out, live

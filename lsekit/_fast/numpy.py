@@ -45,8 +45,9 @@ def accepts(x: Any) -> bool:
     return np is not None and type(x) is np.ndarray
 
 
-def eligible(x: Any) -> bool:
-    """Whether the kernels compute ``x``: float32 or float64, not empty."""
+def eligible(x: Any, func: str) -> bool:
+    """Whether the kernels compute ``func`` of ``x``: float32 or float64,
+    not empty."""
     return bool(x.dtype.kind == "f" and x.itemsize >= 4 and x.size > 0)
 
 

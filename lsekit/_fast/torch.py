@@ -89,8 +89,9 @@ def _compiling() -> bool:
     return bool(sys.modules["torch"].compiler.is_compiling())
 
 
-def eligible(x: Any) -> bool:
-    """float32 or float64 on the CPU, not empty, and no derivative taken
+def eligible(x: Any, func: str) -> bool:
+    """Whether the kernels compute ``func`` of ``x``: float32 or float64
+    on the CPU, not empty, and no derivative taken
     but autograd's. Under ``torch.compile``: float32 alone, and no
     ``torch.func`` transform, whose tensors ``torch.cond`` does not take
     (Dynamo breaks the graph at the check there, and the eager check
