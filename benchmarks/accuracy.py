@@ -237,6 +237,21 @@ def main(argv: list[str] | None = None) -> int:
             w = measure(rt.asarray, rt.to_numpy, _lsekit_funcs(rt), "float32")
             print(f"| lsekit on jax, no C kernel | float32 | {_cells(w)} |")
             fused.ENABLED = True
+            # Without x64 mode, the kernel takes every function, and the
+            # standard-only path computes in compensated float32.
+            jax = importlib.import_module("jax")
+            if hasattr(jax, "enable_x64"):
+                with jax.enable_x64(False):
+                    for label, on in (("", True), (", no C kernel", False)):
+                        fused.ENABLED = on
+                        w = measure(
+                            rt.asarray, rt.to_numpy, _lsekit_funcs(rt), "float32"
+                        )
+                        print(
+                            f"| lsekit on jax, x64 mode off{label} | float32 "
+                            f"| {_cells(w)} |"
+                        )
+                fused.ENABLED = True
     for title, asarray_p, to_numpy_p, funcs in _peers():
         for dtype in DTYPES:
             w = measure(asarray_p, to_numpy_p, funcs, dtype)

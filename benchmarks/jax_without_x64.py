@@ -1,13 +1,13 @@
-"""float32 ``log_softmax`` and ``softmax`` under ``jax.jit`` without JAX's
-x64 mode, against ``jax.nn``'s.
+"""float32 ``logsumexp``, ``softmax``, ``log_softmax`` and ``cross_entropy``
+under ``jax.jit`` without JAX's x64 mode, against ``jax.nn``'s (and an
+optax-style integer-label loss).
 
 lsekit's traced kernels sum in float64, which JAX offers only in x64 mode;
-without it, float32 takes the standard-only path, except for
-``log_softmax`` and ``softmax`` on the CPU, which call lsekit's C kernel
-as an XLA custom call (``lsekit/_fast/_kernel.c``), summing in float64 of
-its own. This times both (the kernel, and the standard-only path with the
-kernel switched off) against ``jax.nn``, all compiled first, then
-alternated call by call::
+without it, float32 on the CPU calls lsekit's C kernel as an XLA custom
+call (``lsekit/_fast/_kernel.c``), summing in float64 of its own, and
+takes the standard-only path elsewhere. This times both (the kernel, and
+the standard-only path with the kernel switched off) against the peers,
+all compiled first, then alternated call by call::
 
     python benchmarks/jax_without_x64.py [--shape 512x8192] [--calls 20]
 
@@ -22,6 +22,7 @@ import os
 import platform
 import statistics
 import time
+from typing import Any
 
 import numpy as np
 
@@ -45,9 +46,26 @@ def main(argv: list[str] | None = None) -> None:
     rows, n = (int(v) for v in args.shape.split("x"))
     x = np.random.default_rng(0).normal(0.0, 3.0, (rows, n)).astype(np.float32)
     v = jnp.asarray(x)
+    y = jnp.asarray(np.random.default_rng(1).integers(0, n, rows).astype(np.int32))
+
+    def optax_style(a: Any) -> Any:
+        logp = jax.nn.log_softmax(a, axis=-1)
+        return -jnp.mean(jnp.take_along_axis(logp, y[:, None], axis=-1))
+
     functions = {
-        "log_softmax": (lsekit.log_softmax, jax.nn.log_softmax),
-        "softmax": (lsekit.softmax, jax.nn.softmax),
+        "logsumexp": (
+            lambda a: lsekit.logsumexp(a, axis=-1),
+            lambda a: jax.nn.logsumexp(a, axis=-1),
+        ),
+        "softmax": (
+            lambda a: lsekit.softmax(a, axis=-1),
+            lambda a: jax.nn.softmax(a, axis=-1),
+        ),
+        "log_softmax": (
+            lambda a: lsekit.log_softmax(a, axis=-1),
+            lambda a: jax.nn.log_softmax(a, axis=-1),
+        ),
+        "cross_entropy": (lambda a: lsekit.cross_entropy(a, y), optax_style),
     }
     print(
         f"{args.shape} float32, x64 mode off, jax {jax.__version__} "
@@ -64,11 +82,12 @@ def main(argv: list[str] | None = None) -> None:
         sides = {}
         for label, on in (("kernel", True), ("standard", False)):
             _fused.ENABLED = on
-            sides[label] = jax.jit(lambda a, f=ours: f(a, axis=-1))
+            # A new function each: jit's cache is keyed on it.
+            sides[label] = jax.jit(lambda a, f=ours: f(a))
             sides[label](v).block_until_ready()
         _fused.ENABLED = True
-        sides["jax.nn"] = jax.jit(lambda a, f=theirs: f(a, axis=-1))
-        sides["jax.nn"](v).block_until_ready()
+        sides["peer"] = jax.jit(theirs)
+        sides["peer"](v).block_until_ready()
         times: dict[str, list[float]] = {k: [] for k in sides}
         for _ in range(args.calls):
             for label, f in sides.items():
@@ -76,7 +95,7 @@ def main(argv: list[str] | None = None) -> None:
                 f(v).block_until_ready()
                 times[label].append(time.perf_counter() - start)
         kernel, standard, peer = (
-            statistics.median(times[k]) * 1e3 for k in ("kernel", "standard", "jax.nn")
+            statistics.median(times[k]) * 1e3 for k in ("kernel", "standard", "peer")
         )
         print(
             f"| {name} | {kernel:.3f} | {standard:.3f} | {peer:.3f} "

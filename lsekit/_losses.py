@@ -110,8 +110,9 @@ _EXACT: dict[tuple[int | None, float], Callable[[Any, Any], Any]] = {}
 
 def _exact(ignore: int | None, smoothing: float) -> Callable[[Any, Any], Any]:
     """The standard-only loss of 2-D rows of logits (classes along the last
-    axis) and their class indices, smoothed by ``smoothing``, in float64:
-    for the rows that a fast path does not certify."""
+    axis) and their class indices, smoothed by ``smoothing``, in the dtype
+    it computes in (float64 where the namespace has it): for the rows that
+    a fast path does not certify."""
     key = (ignore, smoothing)
     if key not in _EXACT:
         _EXACT[key] = _exact_loss(ignore, smoothing)
@@ -143,7 +144,7 @@ def _exact_loss(ignore: int | None, smoothing: float) -> Callable[[Any, Any], An
                 compensated=_compensate(work, rows.dtype),
                 passes=_compat.passes(xp),
             )[0]
-        return xp.astype(loss, xp.float64)
+        return xp.astype(loss, work)
 
     return exact
 
@@ -321,7 +322,8 @@ def cross_entropy(
 
     Class indices take the fast path of :func:`logsumexp` (float32 and
     float64 on NumPy and eager PyTorch, float32 under JAX with
-    ``jax_enable_x64`` and under ``torch.compile``), with or without
+    ``jax_enable_x64`` or on its CPU with the C kernel, and under
+    ``torch.compile``), with or without
     ``weight``, ``ignore_index`` and ``where``: the kernels give each
     example's ``(m - x[y]) + log1p(t)``, and its gradient in closed form,
     and the weights and the mask apply to that. With label smoothing

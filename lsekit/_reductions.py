@@ -56,8 +56,9 @@ def _compensate(work: Any, out_dtype: Any) -> bool:
 
 def _exact_rows(impl: str) -> Callable[[Any], Any]:
     """The standard-only ``impl`` over the rows of a 2-D array, for the rows
-    that the fast path hands back: in float64 for logsumexp, in the rows'
-    dtype for the normalisations."""
+    that the fast path hands back: for logsumexp in the dtype it computes
+    in (float64 where the namespace has it), for the normalisations in
+    the rows'."""
 
     def exact(rows: Any) -> Any:
         xp = _compat.namespace(rows)
@@ -68,7 +69,7 @@ def _exact_rows(impl: str) -> Callable[[Any], Any]:
                 out = _impl.logsumexp(
                     xp, xp.astype(rows, work), (1,), None, False, False, compensated
                 )[0]
-                return xp.astype(out, xp.float64)
+                return xp.astype(out, work)
             out = getattr(_impl, impl)(xp, xp.astype(rows, work), (1,), compensated)
             return xp.astype(out, rows.dtype)
 
@@ -162,10 +163,12 @@ def logsumexp(
     is itself a long sum of tiny terms keeps its last digit.
 
     Unweighted, unmasked float32 and float64 input takes a fast path on
-    NumPy and on eager PyTorch (CPU), and float32 under JAX with
-    ``jax_enable_x64`` and under ``torch.compile`` (CPU). float32 on NumPy
-    and eager PyTorch goes through a C kernel, built at install where a C
-    compiler is found, in one pass over memory: each row's maximum ``m``,
+    NumPy and on eager PyTorch (CPU), and float32 under JAX (with
+    ``jax_enable_x64``, or on the CPU where the C kernel was built) and
+    under ``torch.compile`` (CPU). float32 on NumPy and eager PyTorch, and
+    on JAX's CPU without x64 mode (as an XLA custom call), goes through a
+    C kernel, built at install where a C compiler is found, in one pass
+    over memory: each row's maximum ``m``,
     then ``exp(a - m)`` with the shift formed in float64 (exact, where a
     float32 shift rounds by up to ``|a - m|`` ulps of the term) by a
     float64 polynomial within ``2**-33``, summed in float64 over the

@@ -3,7 +3,8 @@
 60 digits).
 
 The other tests run it wherever it was built (every float32 array on
-NumPy and PyTorch takes it, and JAX's ``log_softmax`` and ``softmax``);
+NumPy and PyTorch takes it, JAX's ``log_softmax`` and ``softmax``, and
+without x64 mode JAX's ``logsumexp`` and loss too);
 here: its terms at float64's precision, its scalar path (a row's last
 entries, and CPUs without AVX2), its threads, the library without it, and
 its XLA custom calls.
@@ -26,6 +27,7 @@ from tests.support import (
     exact_log_softmax,
     exact_logsumexp,
     exact_softmax,
+    jax_x64,
     require_kernel,
     ulp_error,
 )
@@ -285,6 +287,19 @@ def test_jax_custom_call(bk, jax_kernel):
     assert abs(float(got[0, 0]) - exact) <= np.finfo(np.float32).smallest_subnormal
 
 
+def _assert_same_results(native, expected):
+    """The results (and gradients) by name, with the kernel and without:
+    the same NaNs and infinities, the finite values close."""
+    for key, want in expected.items():
+        got = native[key]
+        np.testing.assert_array_equal(np.isnan(got), np.isnan(want), key)
+        finite = np.isfinite(want)
+        np.testing.assert_array_equal(got[~finite], want[~finite], key)
+        np.testing.assert_allclose(
+            got[finite], want[finite], rtol=1e-5, atol=1e-6, err_msg=key
+        )
+
+
 def test_jax_special_rows(bk, jax_kernel, monkeypatch):
     """Rows whose maximum is not finite come out of the kernel as the
     standard-only path gives them, and so do their gradients."""
@@ -310,13 +325,7 @@ def test_jax_special_rows(bk, jax_kernel, monkeypatch):
 
     native = results()
     monkeypatch.setattr(_fused, "ENABLED", False)
-    for key, expected in results().items():
-        np.testing.assert_array_equal(np.isnan(native[key]), np.isnan(expected), key)
-        finite = np.isfinite(expected)
-        np.testing.assert_array_equal(native[key][~finite], expected[~finite], key)
-        np.testing.assert_allclose(
-            native[key][finite], expected[finite], rtol=1e-5, atol=1e-6, err_msg=key
-        )
+    _assert_same_results(native, results())
 
 
 def test_jax_vmap_threads(bk, jax_kernel):
@@ -372,6 +381,154 @@ def test_jax_without_x64(bk, jax_kernel):
     np.testing.assert_allclose(grad, expected, rtol=1e-5, atol=1e-6)
 
 
+def test_jax_reductions_x64(bk, jax_kernel, monkeypatch):
+    """In x64 mode the loss calls the kernel, and so does ``logsumexp`` on
+    arrays of more than ``LARGE`` entries (made small here): within an ulp
+    of mpmath's, and their gradients with float64's digits of the
+    log-sum-exp (the kernel's two float32 parts), which logits near 1000
+    would otherwise cost ``1000 2**-24`` relative."""
+    monkeypatch.setattr(jax_kernel, "LARGE", 100)
+    x = _logits(12, 40)
+    x[3:] += 1000.0
+    rows = x.astype(np.float64)
+    targets = np.arange(12) % 40
+    with jax_x64() as jax:
+        v, y = bk.xp.asarray(x), bk.xp.asarray(targets)
+        funcs = {
+            "logsumexp": PUBLIC["logsumexp"],
+            "cross_entropy": lambda a: cross_entropy(a, y, reduction="none"),
+        }
+        for name, f in funcs.items():
+            assert f"lsekit_{name}" in jax.jit(f).lower(v).as_text(), name
+        got = {k: bk.to_numpy(jax.jit(f)(v)) for k, f in funcs.items()}
+        grads = {
+            k: bk.to_numpy(jax.grad(lambda a, f=f: f(a).sum())(v))
+            for k, f in funcs.items()
+        }
+    lse = [exact_logsumexp(r) for r in rows]
+    for i, e in enumerate(lse):
+        assert ulp_error(got["logsumexp"][i], e, np.float32) <= 1.0, i
+        exact = e - mpmath.mpf(float(rows[i, targets[i]]))
+        assert ulp_error(got["cross_entropy"][i], exact, np.float32) <= 1.0, i
+    p = np.array([[float(u) for u in exact_softmax(r)] for r in rows])
+    np.testing.assert_allclose(grads["logsumexp"], p, rtol=2e-6, atol=1e-9)
+    p[np.arange(12), targets] -= 1.0
+    np.testing.assert_allclose(grads["cross_entropy"], p, rtol=2e-6, atol=1e-9)
+
+
+@pytest.fixture
+def without_x64(jax_kernel):
+    """JAX's x64 mode switched off for the test."""
+    import jax
+
+    if not hasattr(jax, "enable_x64"):
+        pytest.skip("this JAX has no jax.enable_x64 to switch x64 mode off")
+    with jax.enable_x64(False):
+        yield jax
+
+
+def test_jax_without_x64_reductions(bk, without_x64):
+    """Without x64 mode, ``logsumexp`` and the loss call the kernel too
+    (their compiled programs hold its custom calls), in float32: within an
+    ulp of mpmath's, the smoothed loss and the ignored targets' too, and
+    their gradients."""
+    jax = without_x64
+    x = _logits(16, 40)
+    rows = x.astype(np.float64)
+    targets = np.arange(16) % 40
+    targets[5] = -100
+    v, y = bk.xp.asarray(x), bk.xp.asarray(targets.astype(np.int32))
+
+    def losses(a, smoothing=0.0):
+        return cross_entropy(
+            a, y, reduction="none", ignore_index=-100, label_smoothing=smoothing
+        )
+
+    funcs = {"logsumexp": PUBLIC["logsumexp"], "cross_entropy": losses}
+    for name, f in funcs.items():
+        assert f"lsekit_{name}" in jax.jit(f).lower(v).as_text(), name
+    lse = [exact_logsumexp(r) for r in rows]
+    got = bk.to_numpy(jax.jit(funcs["logsumexp"])(v))
+    assert got.dtype == np.float32
+    for a, e in zip(got, lse, strict=True):
+        assert ulp_error(a, e, np.float32) <= 1.0, (a, e)
+    for smoothing in (0.0, 0.25):
+        got = bk.to_numpy(jax.jit(lambda a, s=smoothing: losses(a, s))(v))
+        assert got.dtype == np.float32
+        for i, (a, e, c) in enumerate(zip(got, lse, targets, strict=True)):
+            if c == -100:
+                assert a == 0.0
+                continue
+            mean = mpmath.fsum(mpmath.mpf(float(u)) for u in rows[i]) / rows.shape[1]
+            exact = (
+                e - (1 - smoothing) * mpmath.mpf(float(rows[i, c])) - smoothing * mean
+            )
+            assert ulp_error(a, exact, np.float32) <= 1.0, (smoothing, i, a, exact)
+    p = np.array([[float(u) for u in exact_softmax(r)] for r in rows])
+    grad = bk.to_numpy(jax.grad(lambda a: funcs["logsumexp"](a).sum())(v))
+    np.testing.assert_allclose(grad, p, rtol=1e-5, atol=1e-7)
+    grad = bk.to_numpy(jax.grad(lambda a: cross_entropy(a, y, ignore_index=-100))(v))
+    counted = targets != -100
+    expected = p.copy()
+    expected[np.arange(16)[counted], targets[counted]] -= 1.0
+    expected[~counted] = 0.0
+    np.testing.assert_allclose(grad, expected / counted.sum(), rtol=1e-5, atol=1e-7)
+
+
+def test_jax_without_x64_left(bk, without_x64, monkeypatch):
+    """Without x64 mode, rows that the kernel leaves (a maximum that is not
+    finite, a class out of range, a log-sum-exp near 0 that it does not
+    certify) send the call to the standard-only path: the results, and
+    their gradients under ``jax.jit``, as the library without the kernel
+    gives them; under
+    ``jax.vmap``, a batch's rows as the rows alone."""
+    jax = without_x64
+    x = np.random.default_rng(7).normal(0.0, 3.0, size=(7, 9)).astype(np.float32)
+    x[0, 3] = np.inf
+    x[2] = -np.inf
+    x[3, 4] = np.nan
+    x[5, [0, 1]] = [-np.inf, np.inf]
+    near = np.full((2, 9), -np.inf, np.float32)
+    near[:, :2] = np.float32(-np.log(2.0))  # log(2 exp(m)) = 1.9e-9
+    targets = bk.xp.asarray(np.array([3, 0, 1, 4, 2, 0, 40], np.int32))
+
+    # Compiled: an eager call refuses the class out of range.
+    @jax.jit
+    def loss(a):
+        return cross_entropy(a, targets, reduction="none")
+
+    def results():
+        out = {}
+        for name, f, rows in (
+            ("logsumexp", PUBLIC["logsumexp"], x),
+            ("logsumexp near 0", PUBLIC["logsumexp"], near),
+            ("loss", loss, x),
+        ):
+            arg = bk.xp.asarray(rows)
+            out[name] = bk.to_numpy(f(arg))
+            # Compiled, where the standard-only path's gradient has the
+            # closed forms' 0s in the rows holding a NaN.
+            grad = jax.grad(
+                lambda v, f=f: bk.xp.sum(bk.xp.where(v > 0, f(v)[:, None], 0))
+            )
+            out[name + " gradient"] = bk.to_numpy(jax.jit(grad)(arg))
+        batch = bk.xp.asarray(np.stack([x[[1, 4, 6]], x[[6, 1, 4]]]))
+        out["vmap"] = bk.to_numpy(jax.vmap(PUBLIC["logsumexp"])(batch))
+        return out
+
+    native = results()
+    assert np.array_equal(native["vmap"][0], native["vmap"][1][[1, 2, 0]])
+    monkeypatch.setattr(_fused, "ENABLED", False)
+    _assert_same_results(native, results())
+
+
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_jax_without_x64_families(bk, without_x64, family):
+    """The accuracy tests' families without x64 mode, to the same bounds:
+    the kernel's rows, and the standard-only path's where it leaves some."""
+    assert_float32_family(bk, family)
+
+
 def test_jax_refused(bk, jax_kernel, monkeypatch):
     """Where XLA refuses the custom calls (a JAX whose FFI no longer takes
     their version), the traced kernels run instead, to the same results."""
@@ -404,3 +561,11 @@ def test_jax_handler_checks(bk, jax_kernel):
     )
     with pytest.raises(Exception, match="takes float32 rows"):
         jax.block_until_ready(wide(bk.asarray(_logits(3, 4), "float64")))
+    loss = jax.ffi.ffi_call("lsekit_cross_entropy", [rows, rows, rows])
+    with pytest.raises(Exception, match="targets are not int32 or int64"):
+        jax.block_until_ready(loss(x, bk.xp.zeros(3, dtype=bk.xp.float32)))
+    with pytest.raises(Exception, match="takes rows and their targets"):
+        jax.block_until_ready(loss(x))
+    lse = jax.ffi.ffi_call("lsekit_logsumexp", [rows, wrong])
+    with pytest.raises(Exception, match="results are not float32, one per row"):
+        jax.block_until_ready(lse(x))

@@ -589,7 +589,15 @@ typedef struct {
     XlaMetadata *metadata;
 } XlaMetadataExtension;
 
-enum { XLA_F32 = 11, XLA_F64 = 12, XLA_EXECUTE = 3, XLA_INVALID = 3 };
+enum {
+    XLA_S32 = 4,
+    XLA_S64 = 5,
+    XLA_F32 = 11,
+    XLA_F64 = 12,
+    XLA_EXECUTE = 3,
+    XLA_INVALID = 3,
+    XLA_SCALAR = 3, /* an attribute's type */
+};
 
 /* Threads for calls of at least xla_parallel entries, set by xla(). */
 static int xla_threads = 1;
@@ -613,6 +621,88 @@ static float *xla_buffer(const XlaList *list, int64_t i, int dtype, Py_ssize_t c
     return b->dtype == dtype && size == count ? (float *)b->data : NULL;
 }
 
+/* Answers XLA's metadata query, where the frame is one: the FFI version
+ * the handlers speak, no traits, no state. */
+static int xla_metadata(XlaFrame *frame)
+{
+    XlaExtension *ext = frame->extension_start;
+    if (!ext || ext->type != 1)
+        return 0;
+    XlaMetadata *meta = ((XlaMetadataExtension *)ext)->metadata;
+    XlaVersion version = {sizeof(XlaVersion), NULL, 0, 3};
+    meta->api_version = version;
+    meta->traits = 0;
+    if (meta->struct_size >= sizeof(XlaMetadata))
+        meta->state_type_id = 0;
+    return 1;
+}
+
+/* The float32 rows of the last axis of argument 0, where the call is an
+ * execution with `args` arguments; NULL with *error set otherwise. */
+static const float *xla_input(XlaFrame *frame, int64_t args, Py_ssize_t *nrows,
+                              Py_ssize_t *n, XlaError **error)
+{
+    *error = NULL;
+    if (frame->stage != XLA_EXECUTE) {
+        *error = xla_error(frame, "lsekit rows: called outside execution");
+        return NULL;
+    }
+    if (frame->args.size != args || frame->args.types[0] != 1) {
+        *error = xla_error(frame, args == 1 ? "lsekit rows: takes one buffer"
+                                            : "lsekit rows: takes rows and their targets");
+        return NULL;
+    }
+    const XlaBuffer *x = (const XlaBuffer *)frame->args.items[0];
+    if (x->dtype != XLA_F32 || x->rank < 1) {
+        *error = xla_error(frame, "lsekit rows: takes float32 rows");
+        return NULL;
+    }
+    *n = (Py_ssize_t)x->dims[x->rank - 1];
+    *nrows = 1;
+    for (int64_t d = 0; d + 1 < x->rank; d++)
+        *nrows *= (Py_ssize_t)x->dims[d];
+    return (const float *)x->data;
+}
+
+/* Runs `job` over its rows, then `finish(job, context)` (per-row results,
+ * which may round to subnormal numbers), with subnormal numbers kept.
+ * XLA's CPU threads flush them to zero (MXCSR's FTZ and DAZ bits), which
+ * would round a dominant entry's log-probability, -log1p(t) with t below
+ * float32's normal range, or a confident prediction's loss, to 0. Cleared
+ * for the call (threads started here inherit the calling one's). */
+static void xla_run(Job *job, void (*finish)(const Job *, void *), void *context)
+{
+#if LSE_X86
+    unsigned int csr = _mm_getcsr();
+    _mm_setcsr(csr & ~0x8040u);
+#endif
+    Py_ssize_t size = (job->r1 - job->r0) * job->n;
+    run_split(job, size >= xla_parallel ? xla_threads : 1, 0);
+    if (finish)
+        finish(job, context);
+#if LSE_X86
+    _mm_setcsr(csr);
+#endif
+}
+
+/* A job over `nrows` rows of `n` entries of `x`, with `stats` holding room
+ * for m, t and, where `sums`, each row's total. */
+static Job xla_job(const float *x, float *out, double *stats, Py_ssize_t nrows,
+                   Py_ssize_t n, int kind, int sums)
+{
+    Job job;
+    job.x = x;
+    job.out = out;
+    job.m = stats;
+    job.t = stats + nrows;
+    job.total = sums ? stats + 2 * nrows : NULL;
+    job.n = n;
+    job.kind = kind;
+    job.r0 = 0;
+    job.r1 = nrows;
+    return job;
+}
+
 /* The normalisation `kind` of the float32 rows of the last axis of the one
  * argument, into the results: the rows, and each row's maximum (float32,
  * whose NaN or infinity tells the rows the standard-only path would have
@@ -620,26 +710,13 @@ static float *xla_buffer(const XlaList *list, int64_t i, int dtype, Py_ssize_t c
  * offers only in its x64 mode. */
 static XlaError *xla_rows(XlaFrame *frame, int kind)
 {
-    XlaExtension *ext = frame->extension_start;
-    if (ext && ext->type == 1) {
-        XlaMetadata *meta = ((XlaMetadataExtension *)ext)->metadata;
-        XlaVersion version = {sizeof(XlaVersion), NULL, 0, 3};
-        meta->api_version = version;
-        meta->traits = 0;
-        if (meta->struct_size >= sizeof(XlaMetadata))
-            meta->state_type_id = 0;
+    if (xla_metadata(frame))
         return NULL;
-    }
-    if (frame->stage != XLA_EXECUTE)
-        return xla_error(frame, "lsekit rows: called outside execution");
-    if (frame->args.size != 1 || frame->args.types[0] != 1)
-        return xla_error(frame, "lsekit rows: takes one buffer");
-    const XlaBuffer *x = (const XlaBuffer *)frame->args.items[0];
-    if (x->dtype != XLA_F32 || x->rank < 1)
-        return xla_error(frame, "lsekit rows: takes float32 rows");
-    Py_ssize_t n = (Py_ssize_t)x->dims[x->rank - 1], nrows = 1;
-    for (int64_t d = 0; d + 1 < x->rank; d++)
-        nrows *= (Py_ssize_t)x->dims[d];
+    XlaError *error;
+    Py_ssize_t nrows, n;
+    const float *x = xla_input(frame, 1, &nrows, &n, &error);
+    if (!x)
+        return error;
     float *out = xla_buffer(&frame->rets, 0, XLA_F32, nrows * n);
     float *maxima = xla_buffer(&frame->rets, 1, XLA_F32, nrows);
     if (frame->rets.size != 2 || !out || !maxima)
@@ -649,28 +726,8 @@ static XlaError *xla_rows(XlaFrame *frame, int kind)
     double *stats = PyMem_RawMalloc(2 * (size_t)nrows * sizeof(double));
     if (!stats)
         return xla_error(frame, "lsekit rows: out of memory");
-    Job job;
-    job.x = (const float *)x->data;
-    job.out = out;
-    job.m = stats;
-    job.t = stats + nrows;
-    job.total = NULL;
-    job.n = n;
-    job.kind = kind;
-    job.r0 = 0;
-    job.r1 = nrows;
-#if LSE_X86
-    /* XLA's CPU threads flush subnormal numbers to zero (MXCSR's FTZ and
-     * DAZ bits), which would round a dominant entry's log-probability,
-     * -log1p(t) with t below float32's normal range, to -0. Cleared for
-     * the call (threads started here inherit the calling one's). */
-    unsigned int csr = _mm_getcsr();
-    _mm_setcsr(csr & ~0x8040u);
-#endif
-    run_split(&job, nrows * n >= xla_parallel ? xla_threads : 1, 0);
-#if LSE_X86
-    _mm_setcsr(csr);
-#endif
+    Job job = xla_job(x, out, stats, nrows, n, kind, 0);
+    xla_run(&job, NULL, NULL);
     for (Py_ssize_t r = 0; r < nrows; r++)
         maxima[r] = (float)stats[r];
     PyMem_RawFree(stats);
@@ -679,6 +736,147 @@ static XlaError *xla_rows(XlaFrame *frame, int kind)
 
 static XlaError *xla_log_softmax(XlaFrame *frame) { return xla_rows(frame, LOG_SOFTMAX); }
 static XlaError *xla_softmax(XlaFrame *frame) { return xla_rows(frame, SOFTMAX); }
+
+/* The per-row results of the reductions: the value, the log-sum-exp in
+ * two parts (its float32 rounding and the rest, rounded: float64's digits
+ * with float32 alone, for a gradient in x64 mode), and whether each row
+ * holds, 1 or 0. */
+typedef struct {
+    float *out, *lse, *lo, *ok;
+    const void *target;
+    int wide;
+    double smoothing;
+} Reduced;
+
+/* The log-sum-exp v of row r in its two parts. */
+static void split_lse(const Reduced *red, Py_ssize_t r, double v)
+{
+    float hi = (float)v;
+    red->lse[r] = hi;
+    red->lo[r] = isfinite(hi) ? (float)(v - (double)hi) : 0.0f;
+}
+
+/* Each row's m + log1p(t), rounded once to float32. The terms' relative
+ * error, 2**-33 and the sum's n 2**-53 (2**-10 + n 2**-30 float32 ulps),
+ * carries into log1p(t) as that times t / (1 + t), absolutely: within half
+ * an ulp of the result where |m + log1p(t)| >= 2 (2**-10 + n 2**-30) t /
+ * (1 + t), which fails only where m and log1p(t) nearly cancel. Rows that
+ * fail it, and rows whose maximum is not finite, are not done. */
+static void finish_logsumexp(const Job *job, void *context)
+{
+    const Reduced *red = (const Reduced *)context;
+    double k = 2.0 * (0x1p-10 + (double)job->n * 0x1p-30);
+    for (Py_ssize_t r = job->r0; r < job->r1; r++) {
+        double m = job->m[r], t = job->t[r], v = m + log1p(t);
+        split_lse(red, r, v);
+        red->ok[r] = isfinite(m) && fabs(v) * (1.0 + t) >= k * t;
+    }
+}
+
+/* Each row's loss (m - x[c]) + log1p(t): two non-negative terms, so that
+ * a confident prediction's tiny loss keeps its digits, rounded once; m -
+ * x[c] of two float32 numbers is exact in float64 unless their exponents
+ * lie 29 apart, and then within a float64 ulp. Smoothed by eps, (1 - eps)
+ * (m - x[c]) + log1p(t) + eps / n (n m - sum(x)): n m is exact, and
+ * sum(x), in float64 in any order, is within (n - 1) 2**-53 (n |m| +
+ * spread), which must stay under a sixteenth of an ulp of the loss. Rows
+ * whose maximum is not finite or whose class is out of range are not
+ * done; each row's log-sum-exp, for the gradient, is. */
+static void finish_cross_entropy(const Job *job, void *context)
+{
+    const Reduced *red = (const Reduced *)context;
+    double eps = red->smoothing, n = (double)job->n;
+    for (Py_ssize_t r = job->r0; r < job->r1; r++) {
+        double m = job->m[r], low = log1p(job->t[r]);
+        int64_t c = red->wide ? ((const int64_t *)red->target)[r]
+                              : ((const int32_t *)red->target)[r];
+        split_lse(red, r, m + low);
+        if (!isfinite(m) || c < 0 || c >= job->n) {
+            red->out[r] = NAN;
+            red->ok[r] = 0.0f;
+            continue;
+        }
+        double gap = m - (double)job->x[r * job->n + c], loss = gap + low;
+        int ok = 1;
+        if (eps != 0.0) {
+            double spread = n * m - job->total[r];
+            loss = (1.0 - eps) * gap + low + (eps / n) * spread;
+            ok = spread < INFINITY &&
+                 eps * 0x1p-52 * (n * fabs(m) + spread) <= 0x1p-28 * loss;
+        }
+        red->out[r] = (float)loss;
+        red->ok[r] = (float)ok;
+    }
+}
+
+/* The F64 scalar attribute `name` of the call, or `fallback`. */
+static double xla_scalar(const XlaFrame *frame, const char *name, double fallback)
+{
+    typedef struct {
+        const char *ptr;
+        size_t len;
+    } Span;
+    typedef struct {
+        int dtype;
+        void *value;
+    } Scalar;
+    size_t len = strlen(name);
+    for (int64_t i = 0; i < frame->attrs.size; i++) {
+        const Span *key = (const Span *)frame->attrs.names[i];
+        const Scalar *v = (const Scalar *)frame->attrs.attrs[i];
+        if (frame->attrs.types[i] == XLA_SCALAR && key->len == len &&
+            memcmp(key->ptr, name, len) == 0 && v->dtype == XLA_F64)
+            return *(const double *)v->value;
+    }
+    return fallback;
+}
+
+/* logsumexp (`loss` 0) or the class-index cross-entropy of the float32 rows
+ * of argument 0 (with argument 1 their classes, int32 or int64, and the
+ * attribute `smoothing`), into float32 results of one value per row: the
+ * loss (for the cross-entropy), the log-sum-exp in two parts, and 1 where
+ * the row is done, 0 where the caller must compute it otherwise. */
+static XlaError *xla_reduced(XlaFrame *frame, int loss)
+{
+    if (xla_metadata(frame))
+        return NULL;
+    XlaError *error;
+    Py_ssize_t nrows, n;
+    const float *x = xla_input(frame, loss ? 2 : 1, &nrows, &n, &error);
+    if (!x)
+        return error;
+    Reduced red = {NULL, NULL, NULL, NULL, NULL, 0, 0.0};
+    if (loss) {
+        red.target = xla_buffer(&frame->args, 1, XLA_S64, nrows);
+        red.wide = red.target != NULL;
+        if (!red.target)
+            red.target = xla_buffer(&frame->args, 1, XLA_S32, nrows);
+        if (!red.target)
+            return xla_error(frame, "lsekit rows: targets are not int32 or int64, "
+                                    "one per row");
+        red.smoothing = xla_scalar(frame, "smoothing", 0.0);
+    }
+    int results = loss ? 4 : 3;
+    red.out = xla_buffer(&frame->rets, 0, XLA_F32, nrows);
+    red.lse = xla_buffer(&frame->rets, results - 3, XLA_F32, nrows);
+    red.lo = xla_buffer(&frame->rets, results - 2, XLA_F32, nrows);
+    red.ok = xla_buffer(&frame->rets, results - 1, XLA_F32, nrows);
+    if (frame->rets.size != results || !red.out || !red.lse || !red.lo || !red.ok)
+        return xla_error(frame, "lsekit rows: results are not float32, one per row");
+    if (n == 0 || nrows == 0)
+        return NULL;
+    int sums = red.smoothing != 0.0;
+    double *stats = PyMem_RawMalloc((2 + sums) * (size_t)nrows * sizeof(double));
+    if (!stats)
+        return xla_error(frame, "lsekit rows: out of memory");
+    Job job = xla_job(x, NULL, stats, nrows, n, SPLIT, sums);
+    xla_run(&job, loss ? finish_cross_entropy : finish_logsumexp, &red);
+    PyMem_RawFree(stats);
+    return NULL;
+}
+
+static XlaError *xla_logsumexp(XlaFrame *frame) { return xla_reduced(frame, 0); }
+static XlaError *xla_cross_entropy(XlaFrame *frame) { return xla_reduced(frame, 1); }
 
 static PyObject *xla(PyObject *self, PyObject *args)
 {
@@ -689,10 +887,11 @@ static PyObject *xla(PyObject *self, PyObject *args)
         return NULL;
     xla_threads = threads < 1 ? 1 : threads;
     xla_parallel = parallel;
-    void *handlers[2] = {(void *)xla_log_softmax, (void *)xla_softmax};
-    const char *names[2] = {"log_softmax", "softmax"};
+    void *handlers[4] = {(void *)xla_log_softmax, (void *)xla_softmax,
+                         (void *)xla_logsumexp, (void *)xla_cross_entropy};
+    const char *names[4] = {"log_softmax", "softmax", "logsumexp", "cross_entropy"};
     PyObject *out = PyDict_New();
-    for (int i = 0; out && i < 2; i++) {
+    for (int i = 0; out && i < 4; i++) {
         PyObject *capsule = PyCapsule_New(handlers[i], NULL, NULL);
         if (!capsule || PyDict_SetItemString(out, names[i], capsule) < 0)
             Py_CLEAR(out);
@@ -712,10 +911,12 @@ static PyMethodDef methods[] = {
      "vector(on): whether the vector path runs from now on (where the CPU "
      "has it); off, every row takes the scalar one."},
     {"xla", xla, METH_VARARGS,
-     "xla(threads, parallel): XLA FFI handlers of log_softmax and softmax, "
-     "a dict of capsules by name, whose results are the rows and their "
-     "maxima (float32); calls of at least `parallel` entries take `threads` "
-     "threads."},
+     "xla(threads, parallel): XLA FFI handlers of log_softmax, softmax, "
+     "logsumexp and cross_entropy, a dict of capsules by name, whose results "
+     "are float32: the rows and their maxima; or per row the loss (of "
+     "cross_entropy), the log-sum-exp in two parts, and 1 where the row is "
+     "done; calls of at least `parallel` entries "
+     "take `threads` threads."},
     {"pool", pool, METH_VARARGS,
      "pool(GOMP_parallel, omp_get_thread_num, omp_get_num_threads): the "
      "addresses of an OpenMP runtime's functions, for rows(shared=True)."},

@@ -471,14 +471,14 @@ def cross_entropy(
 
 def shares(xp: ModuleType, x2: Any, lse: Any) -> Any:
     """``p = exp(x - lse)``, each entry's share of its row's sum, for rows
-    ``x2`` with a finite float64 log-sum-exp ``lse``: from ``hi``, ``lse``
-    rounded to the rows' dtype, and ``exp(hi - lse)`` in float64, which
-    undoes that rounding (``|lse|`` ulps of ``exp(x - hi)``); 0 in the
-    other rows."""
+    ``x2`` with a finite log-sum-exp ``lse`` (float64, or the rows' dtype
+    where there is nothing wider): from ``hi``, ``lse`` rounded to the
+    rows' dtype, and ``exp(hi - lse)`` in ``lse``'s, which undoes that
+    rounding (``|lse|`` ulps of ``exp(x - hi)``); 0 in the other rows."""
     finite = xp.isfinite(lse)
     lse = xp.where(finite, lse, xp.zeros_like(lse))
     hi = xp.astype(lse, x2.dtype)
-    undo = xp.exp(xp.astype(hi, xp.float64) - lse)
+    undo = xp.exp(xp.astype(hi, lse.dtype) - lse)
     p = xp.exp(x2 - hi[:, None]) * xp.astype(undo, x2.dtype)[:, None]
     return xp.where(finite[:, None], p, xp.zeros_like(p))
 
@@ -496,15 +496,16 @@ def logsumexp_shares(xp: ModuleType, x2: Any, lse: Any, inf: Any) -> Any:
 
 
 def _nan_rows(xp: ModuleType, x2: Any, v: Any) -> Any:
-    """``v``, a float64 value per row, NaN in the rows that hold a NaN."""
-    m = xp.astype(xp.max(x2, axis=1), xp.float64)
+    """``v``, a value per row, NaN in the rows that hold a NaN."""
+    m = xp.astype(xp.max(x2, axis=1), v.dtype)
     return xp.where(xp.isnan(m), m, v)
 
 
-def infinities(xp: ModuleType, x2: Any) -> Any:
-    """The number of ``+inf`` entries in each row, as float64; NaN in the
-    rows that hold a NaN."""
-    return _nan_rows(xp, x2, xp.sum(xp.astype(x2 == xp.inf, xp.float64), axis=1))
+def infinities(xp: ModuleType, x2: Any, dtype: Any = None) -> Any:
+    """The number of ``+inf`` entries in each row, in ``dtype`` (None:
+    float64); NaN in the rows that hold a NaN."""
+    dtype = xp.float64 if dtype is None else dtype
+    return _nan_rows(xp, x2, xp.sum(xp.astype(x2 == xp.inf, dtype), axis=1))
 
 
 def finite_maxima(xp: ModuleType, x2: Any) -> Any:
@@ -514,11 +515,13 @@ def finite_maxima(xp: ModuleType, x2: Any) -> Any:
     return _nan_rows(xp, x2, live)
 
 
-def log_sum(xp: ModuleType, x2: Any) -> Any:
-    """Each row's log-sum-exp in float64, by the max-shift: for the
-    gradient alone, where the standard-only path computes the loss."""
-    m = xp.astype(xp.max(x2, axis=1), xp.float64)
+def log_sum(xp: ModuleType, x2: Any, dtype: Any = None) -> Any:
+    """Each row's log-sum-exp in ``dtype`` (None: float64), by the
+    max-shift: for the gradient alone, where the standard-only path
+    computes the loss."""
+    dtype = xp.float64 if dtype is None else dtype
+    m = xp.astype(xp.max(x2, axis=1), dtype)
     finite = xp.isfinite(m)
     top = xp.where(finite, m, xp.zeros_like(m))
-    total = xp.sum(xp.exp(xp.astype(x2, xp.float64) - top[:, None]), axis=1)
+    total = xp.sum(xp.exp(xp.astype(x2, dtype) - top[:, None]), axis=1)
     return xp.where(finite, top + xp.log(total), m)

@@ -8,9 +8,13 @@ the standard-only path's values where a row's maximum is not finite.
 On the CPU, ``log_softmax`` and ``softmax`` call the C kernel of
 ``_fused`` instead, where it was built, as an XLA custom call
 (``jax.ffi``): one pass over memory where XLA's fusions take three, and
-every row done, unguarded. ``logsumexp`` and the loss, which write one
-value per row, keep the traced kernels: XLA's float32 exponential in one
-fused pass is faster than the kernel's float64 one.
+every row done, unguarded. The loss calls it too, guarded as the traced
+kernels are (rows it leaves, such as a class out of range, send the call
+to the standard-only path), and so does ``logsumexp`` on arrays too large
+for the traced kernel's one pass; smaller ones keep it in x64 mode, where
+XLA's float32 exponential in one fused pass is faster than the kernel's
+float64 one. Without x64 mode, where the traced kernels have no float64
+to sum in, every call takes the kernel.
 """
 
 from __future__ import annotations
@@ -52,15 +56,23 @@ def eligible(x: Any, func: str) -> bool:
     """Whether the kernels compute ``func`` of ``x``: float32, not empty,
     with float64 at hand to sum in (float64 input, which has nothing wider
     to undo its shift's rounding in, keeps the standard-only path), or
-    without it where the C kernel computes ``log_softmax`` and ``softmax``
-    (``_native``), in float64 of its own."""
+    without it where the C kernel computes them (``_native``), in float64
+    of its own."""
     jnp = _jnp()
-    jax = sys.modules["jax"]
     if x.dtype != jnp.float32 or x.size == 0:
         return False
-    if jax.config.jax_enable_x64:
-        return True
-    return func in ("log_softmax", "softmax") and _native(x)
+    return _wide() or _native(x)
+
+
+def _wide() -> bool:
+    """Whether JAX's x64 mode is on: float64 at hand."""
+    return bool(sys.modules["jax"].config.jax_enable_x64)
+
+
+def _widest() -> Any:
+    """float64 in x64 mode, float32 without it."""
+    jnp = _jnp()
+    return jnp.float64 if _wide() else jnp.float32
 
 
 def transpose(x: Any, perm: tuple[int, ...]) -> Any:
@@ -283,7 +295,8 @@ def _differentiable(
 @functools.cache
 def _registered() -> bool:
     """Whether the C kernel's XLA handlers (``_fused``) are registered, as
-    ``lsekit_log_softmax`` and ``lsekit_softmax`` for the CPU, and answer:
+    ``lsekit_log_softmax``, ``lsekit_softmax``, ``lsekit_logsumexp`` and
+    ``lsekit_cross_entropy`` for the CPU, and answer:
     once, where the kernel was built. Large calls take as many threads as
     XLA's own CPU operations (one per core).
 
@@ -342,7 +355,7 @@ def _logsumexp_slope(
     jnp = _jnp()
     (x2,), (dx,) = primals, tangents
     p = _traced.logsumexp_shares(jnp, x2, out, aux)
-    return jnp.sum(p * dx, axis=1).astype(jnp.float64), jnp.zeros_like(aux)
+    return jnp.sum(p * dx, axis=1).astype(out.dtype), jnp.zeros_like(aux)
 
 
 @functools.cache
@@ -354,9 +367,46 @@ def _logsumexp(exact: Callable[[Any], Any]) -> Callable[[Any], Any]:
     return _guarded((fast,), exact, _traced.infinities, _logsumexp_slope)
 
 
+def _kernel_reduced(name: str, x2: Any, *more: Any, **attributes: Any) -> Any:
+    """The C kernel's ``logsumexp`` or ``cross_entropy`` (``name``) of the
+    rows ``x2``: per row, the loss (for ``cross_entropy``), the log-sum-exp
+    in ``_widest()`` (from the kernel's two float32 parts: its rounding and
+    the rest), and whether the row is done (left to the caller where not).
+    ``more``: the class indices; ``attributes``: the smoothing."""
+    jax = sys.modules["jax"]
+    count = 4 if name == "cross_entropy" else 3
+    shapes = [jax.ShapeDtypeStruct(x2.shape[:-1], x2.dtype)] * count
+    call = jax.ffi.ffi_call(f"lsekit_{name}", shapes, vmap_method="broadcast_all")
+    *loss, hi, lo, done = call(x2, *more, **attributes)
+    lse = hi.astype(_widest()) + lo.astype(_widest()) if _wide() else hi
+    return (*(v.astype(_widest()) for v in loss), lse, done > 0)
+
+
+@functools.cache
+def _kernel_logsumexp(exact: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """The C kernel's ``logsumexp`` in float32, guarded: its rows whose
+    maximum is not finite, or whose result the kernel does not certify,
+    send every row to ``exact``."""
+
+    def fast(x2: Any) -> tuple[Callable[[], Any], Any, Any]:
+        out, ok = _kernel_reduced("logsumexp", x2)
+        return lambda: out, ok, _jnp().zeros_like(out)
+
+    def special(jnp: Any, x2: Any) -> Any:
+        return _traced.infinities(jnp, x2, dtype=_widest())
+
+    return _guarded((fast,), exact, special, _logsumexp_slope)
+
+
 def logsumexp(x2: Any, exact: Callable[[Any], Any]) -> tuple[Any, None]:
-    """Each row's log-sum-exp in float64; ``exact(rows)`` is the
-    standard-only path, in float64."""
+    """Each row's log-sum-exp in float64 (float32 without x64 mode);
+    ``exact(rows)`` is the standard-only path, in the same dtype. The C
+    kernel takes arrays larger than ``LARGE`` entries, which the traced
+    kernels map over blocks (at 2048x32000: 54 ms against 88, and
+    ``jax.nn``'s 50), and every array without x64 mode; XLA's fused
+    float32 pass is faster below (at 512x8192: 3.3 ms against 4.8)."""
+    if not _wide() or (math.prod(x2.shape) > LARGE and _native(x2)):
+        return _kernel_logsumexp(exact)(x2), None
     return _logsumexp(exact)(x2), None
 
 
@@ -452,8 +502,8 @@ def _cross_entropy_slope(ignore: int | None, smoothing: float) -> Callable[..., 
         if smoothing:
             n = x2.shape[1]
             own = own + smoothing * (picked - jnp.sum(dx, axis=1) / n)
-        tangent = own.astype(jnp.float64) * jnp.where(keep, 1.0, 0.0)
-        return tangent, spread.astype(jnp.float64)
+        tangent = own.astype(aux.dtype) * jnp.where(keep, 1.0, 0.0)
+        return tangent, spread.astype(aux.dtype)
 
     return slope
 
@@ -476,6 +526,29 @@ def _cross_entropy(
     return _guarded((fast,), exact, _traced.log_sum, slope)
 
 
+@functools.cache
+def _kernel_cross_entropy(
+    ignore: int | None, smoothing: float, exact: Callable[[Any, Any], Any]
+) -> Callable[[Any, Any], Any]:
+    """The C kernel's loss in float32, guarded as ``_kernel_logsumexp``;
+    ignored rows count as done."""
+
+    def fast(x2: Any, target: Any) -> tuple[Callable[[], Any], Any, Any]:
+        jnp = _jnp()
+        attributes = {"smoothing": float(smoothing)} if smoothing else {}
+        loss, lse, ok = _kernel_reduced("cross_entropy", x2, target, **attributes)
+        if ignore is not None:
+            counted = target != ignore
+            loss = jnp.where(counted, loss, 0.0)
+            ok = ok | ~counted
+        return lambda: loss, ok, lse
+
+    def special(jnp: Any, x2: Any) -> Any:
+        return _traced.log_sum(jnp, x2, dtype=_widest())
+
+    return _guarded((fast,), exact, special, _cross_entropy_slope(ignore, smoothing))
+
+
 def cross_entropy(
     x2: Any,
     target: Any,
@@ -486,7 +559,8 @@ def cross_entropy(
     """Each row's ``logsumexp - x[target]`` in float64, with the target
     smoothed by ``smoothing``, 0 where the target is ``ignore``, the mask
     of the counted rows (None: all), and None: no rows for the caller to
-    recompute. ``exact(rows, target)`` is the standard-only path, in
-    float64."""
-    loss = _cross_entropy(ignore, smoothing, exact)(x2, target)
+    recompute; float32 without x64 mode. ``exact(rows, target)`` is the
+    standard-only path, in the same dtype."""
+    build = _kernel_cross_entropy if _native(x2) else _cross_entropy
+    loss = build(ignore, smoothing, exact)(x2, target)
     return loss, None if ignore is None else target != ignore, None
