@@ -345,7 +345,7 @@ def test_jax_vmap_threads(bk, jax_kernel):
         try:
             split = bk.to_numpy(jax.jit(lambda v, f=f: f(v + 0.0))(x))
         finally:
-            kernel.xla(cores, _fused.PARALLEL)
+            kernel.xla(cores, jax_kernel.XLA_PARALLEL)
         assert np.array_equal(split, single), name
         assert np.array_equal(mapped[0], single), name
         assert np.array_equal(mapped[1], single[::-1]), name
