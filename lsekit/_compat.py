@@ -307,6 +307,10 @@ def readable(x: Any) -> bool:
     ``jax.jit``), PyTorch tensors while ``torch.compile`` traces, and those
     that ``torch.func.vmap`` batches (one value per mapped slice).
     """
+    numpy = sys.modules.get("numpy")
+    if numpy is not None and isinstance(x, (numpy.ndarray, numpy.generic)):
+        # The common case, asked several times in a small call.
+        return True
     if _is_torch(x):
         torch = sys.modules["torch"]
         return not (

@@ -138,9 +138,18 @@ def _logits(rows: int, n: int) -> np.ndarray:
 @pytest.mark.parametrize("team", [True, False], ids=["library", "own"])
 def test_threads(bk, ops, monkeypatch, team):
     """Rows split among threads (PyTorch's OpenMP team, or threads of the
-    kernel's own) give the one thread's results, bit for bit."""
+    kernel's own) give the one thread's results, bit for bit, the losses'
+    too."""
     x = _logits(37, 129)
-    single = {k: bk.to_numpy(f(bk.asarray(x, "float32"))) for k, f in PUBLIC.items()}
+    y = bk.asarray(np.arange(37) * 3, "int64")
+    funcs = {
+        **PUBLIC,
+        "cross_entropy": lambda v: cross_entropy(v, y, reduction="none"),
+        "smoothed": lambda v: cross_entropy(
+            v, y, reduction="none", label_smoothing=0.1
+        ),
+    }
+    single = {k: bk.to_numpy(f(bk.asarray(x, "float32"))) for k, f in funcs.items()}
     own = ops.threads()
     if team and own[1] is None:
         pytest.skip(f"{bk.name} has no OpenMP team of its own")
@@ -150,7 +159,7 @@ def test_threads(bk, ops, monkeypatch, team):
         before = bk.xp.get_num_threads()
         bk.xp.set_num_threads(3)
     try:
-        for k, f in PUBLIC.items():
+        for k, f in funcs.items():
             got = bk.to_numpy(f(bk.asarray(x, "float32")))
             assert np.array_equal(got, single[k]), k
     finally:
@@ -176,6 +185,59 @@ def test_without_kernel(bk, ops, monkeypatch):
     assert np.isfinite(loss)
 
 
+def _exact_loss(row: np.ndarray, c: int, smoothing: float) -> mpmath.mpf:
+    """The cross-entropy of the float64 ``row`` and class ``c``, smoothed."""
+    mean = mpmath.fsum(mpmath.mpf(float(u)) for u in row) / row.size
+    lse = exact_logsumexp(row)
+    return lse - (1 - smoothing) * mpmath.mpf(float(row[c])) - smoothing * mean
+
+
+@pytest.mark.parametrize("smoothing", [0.0, 0.25])
+def test_eager_losses(bk, ops, path, monkeypatch, smoothing):
+    """The loss finished in C (the eager libraries' float32 rows): within
+    an ulp of mpmath's, plain and smoothed, 0 where the target is ignored,
+    a confident prediction's tiny loss included; the rows that it leaves
+    (a maximum that is not finite) as the library without the kernel gives
+    them, and on PyTorch the gradients too."""
+    x = _logits(9, 40)
+    x[3, 7] = 60.0  # a loss of about exp(-50)
+    x[4, 2] = np.inf
+    x[5, 11] = np.nan
+    x[6] = -np.inf
+    x[7, 5] = np.inf
+    targets = np.array([0, 1, 2, 7, 2, 0, 3, -100, 39], np.int64)
+
+    def run():
+        v = bk.asarray(x, "float32")
+        if bk.name == "torch":
+            v.requires_grad_(True)
+        loss = cross_entropy(
+            v,
+            bk.asarray(targets, "int64"),
+            reduction="none",
+            ignore_index=-100,
+            label_smoothing=smoothing,
+        )
+        out = {"loss": bk.to_numpy(loss)}
+        if bk.name == "torch":
+            finite = bk.xp.where(bk.xp.isfinite(loss), loss, 0.0)
+            finite.sum().backward()
+            out["gradient"] = bk.to_numpy(v.grad)
+        return out
+
+    native = run()
+    got = native["loss"]
+    assert got.dtype == np.float32
+    rows = x.astype(np.float64)
+    for i in (0, 1, 2, 3, 8):
+        exact = _exact_loss(rows[i], targets[i], smoothing)
+        assert ulp_error(got[i], exact, np.float32) <= 1.0, (i, got[i], exact)
+    assert smoothing or got[3] < 1e-20
+    assert got[7] == 0.0
+    monkeypatch.setattr(_fused, "ENABLED", False)
+    _assert_same_results(native, run())
+
+
 def test_buffers(ops):
     """The kernel checks its buffers' sizes, and says which is wrong."""
     kernel = _fused._load()
@@ -190,6 +252,21 @@ def test_buffers(ops):
     kernel.rows(x, None, m, t, None, 4, 0, 1, False)
     assert m.tolist() == [0.0] * 3
     assert t.tolist() == [3.0] * 3
+    c, ok = np.array([0, 1, 5]), np.empty(3, dtype=bool)
+    loss, low = np.empty(3), np.empty(3)
+    with pytest.raises(ValueError, match="target holds 16 bytes, not 24"):
+        kernel.loss(x, c[:2], loss, m, low, ok, None, 4, None, 0.0, 1, False)
+    with pytest.raises(ValueError, match="ok holds 2 bytes, not 3"):
+        kernel.loss(x, c, loss, m, low, ok[:2], None, 4, None, 0.0, 1, False)
+    with pytest.raises(ValueError, match="smoothing takes each row's total"):
+        kernel.loss(x, c, loss, m, low, ok, None, 4, None, 0.5, 1, False)
+    # The class out of range is left; the ignored one is 0.
+    assert kernel.loss(x, c, loss, m, low, ok, None, 4, 1, 0.0, 1, False) == 1
+    assert ok.tolist() == [True, True, False]
+    assert loss[1] == 0.0
+    assert np.isnan(loss[2])
+    assert np.allclose(loss[0], np.log(4.0))
+    assert np.allclose(low, np.log(4.0))
 
 
 # Inductor's and Dynamo's own DeprecationWarnings, as in test_traced.py.

@@ -47,13 +47,8 @@ def kernel(request, bk, monkeypatch):
     calls = []
     if request.param == "fused":
         require_kernel()
-        original_rows = _fused.rows
-
-        def rows(ops, x2, kind, sums):
-            calls.append(tuple(x2.shape))
-            return original_rows(ops, x2, kind, sums)
-
-        monkeypatch.setattr(_fused, "rows", rows)
+        for name in ("rows", "cross_entropy"):
+            monkeypatch.setattr(_fused, name, _spy(getattr(_fused, name), calls))
     else:
         original = _widened._split
 
@@ -64,6 +59,16 @@ def kernel(request, bk, monkeypatch):
         monkeypatch.setattr(_widened, "_split", split)
         monkeypatch.setattr(_fused, "ENABLED", False)
     return importlib.import_module(EAGER[bk.name]), calls, request.param
+
+
+def _spy(func, calls):
+    """``func``, recording the shape of the rows of each call in ``calls``."""
+
+    def spied(ops, x2, *args):
+        calls.append(tuple(x2.shape))
+        return func(ops, x2, *args)
+
+    return spied
 
 
 def _rows(n: int, count: int = 8) -> np.ndarray:

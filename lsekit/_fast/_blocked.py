@@ -270,6 +270,8 @@ def cross_entropy(
     digits. Smoothed, ``(1 - eps) (m - x[target]) + log1p(t) + eps / n
     sum(m - x)``, three.
     """
+    if _fused.fits(ops, x2):
+        return _fused.cross_entropy(ops, x2, target, ignore, smoothing)
     lib = ops.lib()
     counted = None if ignore is None else target != ignore
     safe = target if counted is None else lib.where(counted, target, 0)

@@ -27,7 +27,7 @@ import sys
 from types import ModuleType
 from typing import Any
 
-__all__ = ["fits", "rows", "status", "ulps"]
+__all__ = ["cross_entropy", "fits", "rows", "status", "ulps"]
 
 # False sends float32 rows to the other kernels (``_widened``,
 # ``_blocked``), which the tests exercise with it.
@@ -119,3 +119,27 @@ def rows(
         shared,
     )
     return out, m, t, np.isfinite(m), total
+
+
+def cross_entropy(
+    ops: ModuleType, x2: Any, target: Any, ignore: int | None, smoothing: float
+) -> tuple[Any, Any, Any, Any, Any]:
+    """``_blocked.cross_entropy``'s ``(loss, counted, redo, m, low)`` of the
+    C-contiguous float32 rows ``x2`` and their class indices ``target`` (a
+    NumPy array), each row's loss finished in C: the indexing, the sums
+    and the certification of a loss cost a call of their own each in the
+    library, more than the kernel's pass over a small batch."""
+    np = sys.modules["numpy"]
+    kernel = _load()
+    assert kernel is not None
+    nrows, n = x2.shape
+    c = np.ascontiguousarray(target, dtype=np.int64)
+    loss, m, low = np.empty(nrows), np.empty(nrows), np.empty(nrows)
+    ok = np.empty(nrows, dtype=bool)
+    total = np.empty(nrows) if smoothing else None
+    threads, shared = _threads(ops, x2)
+    left = kernel.loss(
+        ops.host(x2), c, loss, m, low, ok, total, n, ignore, smoothing, threads, shared
+    )
+    counted = None if ignore is None else c != ignore
+    return loss, counted, (~ok if left else None), m, low

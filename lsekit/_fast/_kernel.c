@@ -506,6 +506,114 @@ done:
     return result;
 }
 
+/* The loss of row r of `job`, of class c, smoothed by eps, with low =
+ * log1p(t): (m - x[c]) + low, two non-negative terms, so that a confident
+ * prediction's tiny loss keeps its digits, rounded once; m - x[c] of two
+ * float32 numbers is exact in float64 unless their exponents lie 29
+ * apart, and then within a float64 ulp. Smoothed, (1 - eps) (m - x[c]) +
+ * low + eps / n (n m - sum(x)): n m is exact, and sum(x), in float64 in
+ * any order, is within (n - 1) 2**-53 (n |m| + spread), which must stay
+ * under a sixteenth of an ulp of the loss. Returns 0, with the loss NaN,
+ * where the row is not done: its maximum is not finite, its class is out
+ * of range, or the smoothed sum's rounding is too large. */
+static int row_loss(const Job *job, Py_ssize_t r, int64_t c, double eps, double low,
+                    double *loss)
+{
+    double m = job->m[r], n = (double)job->n;
+    *loss = NAN;
+    if (!isfinite(m) || c < 0 || c >= job->n)
+        return 0;
+    double gap = m - (double)job->x[r * job->n + c];
+    if (eps == 0.0) {
+        *loss = gap + low;
+        return 1;
+    }
+    double spread = n * m - job->total[r];
+    *loss = (1.0 - eps) * gap + low + (eps / n) * spread;
+    return spread < INFINITY && eps * 0x1p-52 * (n * fabs(m) + spread) <= 0x1p-28 * *loss;
+}
+
+/* loss(x, target, loss, m, low, ok, total, n, ignore, smoothing, threads,
+ * shared): each row's loss in float64 (row_loss), of the int64 classes
+ * `target`, 0 where the class is `ignore` (None: none), into `loss`; its
+ * maximum and low = log1p(t) (for the gradient) into `m` and `low`, and
+ * into the bytes `ok` 1 where the row is done (an ignored row is done
+ * wherever its maximum is finite). `total`, each row's sum of entries, is
+ * the smoothing's scratch (None without smoothing). Returns the number of
+ * rows not done. */
+static PyObject *loss(PyObject *self, PyObject *args)
+{
+    Py_buffer xv, cv, lossv, mv, lowv, okv, totalv;
+    PyObject *target, *out, *m, *low, *ok, *total, *ignore;
+    Py_ssize_t n;
+    double eps;
+    int threads, shared;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "y*OOOOOOnOdip", &xv, &target, &out, &m, &low, &ok,
+                          &total, &n, &ignore, &eps, &threads, &shared))
+        return NULL;
+    Py_ssize_t nrows = n > 0 ? xv.len / (Py_ssize_t)sizeof(float) / n : 0;
+    Py_ssize_t wide = nrows * (Py_ssize_t)sizeof(double);
+    PyObject *result = NULL;
+    long long skip = 0;
+    int skipping = ignore != Py_None;
+    cv.obj = lossv.obj = mv.obj = lowv.obj = okv.obj = totalv.obj = NULL;
+    if (n <= 0 || nrows * n * (Py_ssize_t)sizeof(float) != xv.len ||
+        !PyBuffer_IsContiguous(&xv, 'C')) {
+        PyErr_Format(PyExc_ValueError, "%zd bytes are not rows of %zd float32", xv.len,
+                     n);
+        goto done;
+    }
+    if (skipping && (skip = PyLong_AsLongLong(ignore)) == -1 && PyErr_Occurred())
+        goto done;
+    if (eps != 0.0 && total == Py_None) {
+        PyErr_SetString(PyExc_ValueError, "smoothing takes each row's total");
+        goto done;
+    }
+    if (take(target, &cv, nrows * (Py_ssize_t)sizeof(int64_t), 0, "target") < 0 ||
+        take(out, &lossv, wide, 0, "loss") < 0 || take(m, &mv, wide, 0, "m") < 0 ||
+        take(low, &lowv, wide, 0, "low") < 0 || take(ok, &okv, nrows, 0, "ok") < 0 ||
+        take(total, &totalv, wide, 1, "total") < 0)
+        goto done;
+    Job job;
+    job.x = xv.buf;
+    job.out = NULL;
+    job.m = mv.buf;
+    /* t, then log1p(t) in its place. */
+    job.t = lowv.buf;
+    job.total = totalv.buf;
+    job.n = n;
+    job.kind = SPLIT;
+    job.r0 = 0;
+    job.r1 = nrows;
+    const int64_t *c = cv.buf;
+    double *losses = lossv.buf;
+    unsigned char *done = okv.buf;
+    Py_ssize_t left = 0;
+    Py_BEGIN_ALLOW_THREADS;
+    run_split(&job, threads, shared);
+    for (Py_ssize_t r = 0; r < nrows; r++) {
+        double lo = log1p(job.t[r]);
+        job.t[r] = lo;
+        if (skipping && c[r] == skip) {
+            losses[r] = 0.0;
+            done[r] = isfinite(job.m[r]);
+        } else {
+            done[r] = (unsigned char)row_loss(&job, r, c[r], eps, lo, &losses[r]);
+        }
+        left += !done[r];
+    }
+    Py_END_ALLOW_THREADS;
+    result = PyLong_FromSsize_t(left);
+done:
+    PyBuffer_Release(&xv);
+    Py_buffer *views[6] = {&cv, &lossv, &mv, &lowv, &okv, &totalv};
+    for (int i = 0; i < 6; i++)
+        if (views[i]->obj)
+            PyBuffer_Release(views[i]);
+    return result;
+}
+
 /* XLA's typed custom calls (its FFI), declared here from the stable C ABI
  * of xla/ffi/api/c_api.h, version 0.3, whose structs only grow at their
  * ends: no build-time dependency on jaxlib. A handler gets a call frame of
@@ -773,39 +881,18 @@ static void finish_logsumexp(const Job *job, void *context)
     }
 }
 
-/* Each row's loss (m - x[c]) + log1p(t): two non-negative terms, so that
- * a confident prediction's tiny loss keeps its digits, rounded once; m -
- * x[c] of two float32 numbers is exact in float64 unless their exponents
- * lie 29 apart, and then within a float64 ulp. Smoothed by eps, (1 - eps)
- * (m - x[c]) + log1p(t) + eps / n (n m - sum(x)): n m is exact, and
- * sum(x), in float64 in any order, is within (n - 1) 2**-53 (n |m| +
- * spread), which must stay under a sixteenth of an ulp of the loss. Rows
- * whose maximum is not finite or whose class is out of range are not
- * done; each row's log-sum-exp, for the gradient, is. */
+/* Each row's loss (row_loss), rounded to float32, and its log-sum-exp,
+ * for the gradient, which is done wherever the maximum is finite. */
 static void finish_cross_entropy(const Job *job, void *context)
 {
     const Reduced *red = (const Reduced *)context;
-    double eps = red->smoothing, n = (double)job->n;
     for (Py_ssize_t r = job->r0; r < job->r1; r++) {
-        double m = job->m[r], low = log1p(job->t[r]);
+        double low = log1p(job->t[r]), loss;
         int64_t c = red->wide ? ((const int64_t *)red->target)[r]
                               : ((const int32_t *)red->target)[r];
-        split_lse(red, r, m + low);
-        if (!isfinite(m) || c < 0 || c >= job->n) {
-            red->out[r] = NAN;
-            red->ok[r] = 0.0f;
-            continue;
-        }
-        double gap = m - (double)job->x[r * job->n + c], loss = gap + low;
-        int ok = 1;
-        if (eps != 0.0) {
-            double spread = n * m - job->total[r];
-            loss = (1.0 - eps) * gap + low + (eps / n) * spread;
-            ok = spread < INFINITY &&
-                 eps * 0x1p-52 * (n * fabs(m) + spread) <= 0x1p-28 * loss;
-        }
+        split_lse(red, r, job->m[r] + low);
+        red->ok[r] = (float)row_loss(job, r, c, red->smoothing, low, &loss);
         red->out[r] = (float)loss;
-        red->ok[r] = (float)ok;
     }
 }
 
@@ -907,6 +994,14 @@ static PyMethodDef methods[] = {
      "x, into the buffers out (float32, None for kind 0), m, t and total "
      "(float64, one per row; total may be None), on the OpenMP team set by "
      "pool() where shared."},
+    {"loss", loss, METH_VARARGS,
+     "loss(x, target, loss, m, low, ok, total, n, ignore, smoothing, threads, "
+     "shared): the class-index cross-entropy of the float32 rows of n "
+     "entries in x, of the int64 classes target, smoothed by smoothing, 0 "
+     "where the class is ignore (None: none), into the float64 buffers "
+     "loss, m and low = log1p(t) and the bytes ok (1: done); total, float64 "
+     "per row, is scratch for smoothing (None without it). Returns the "
+     "number of rows not done."},
     {"vector", vector, METH_VARARGS,
      "vector(on): whether the vector path runs from now on (where the CPU "
      "has it); off, every row takes the scalar one."},
