@@ -124,6 +124,16 @@ def _namespace(func: str, named: dict[str, Any]) -> ModuleType:
         ) from None
 
 
+def _same_device(func: str, devices: dict[str, Any]) -> Any:
+    """The one device of ``devices`` (by argument name; None if empty), or
+    a ValueError naming them."""
+    common = next(iter(devices.values()), None)
+    if any(d != common for d in devices.values()):
+        found = ", ".join(f"{k} on {d}" for k, d in devices.items())
+        raise ValueError(f"{func}() got arrays on different devices ({found})")
+    return common
+
+
 def as_arrays(
     func: str, required: int = 1, **named: Any
 ) -> tuple[ModuleType, dict[str, Any]]:
@@ -144,15 +154,20 @@ def as_arrays(
         # nothing to convert, and the checks below cost more than the
         # arithmetic of a small call.
         return _numpy_namespace(), dict(named)
+    torch = sys.modules.get("torch")
+    if torch is not None and all(
+        v is None or type(v) is torch.Tensor for v in named.values()
+    ):
+        # Tensors alone: the namespace is known, and so are the devices.
+        found = {k: v.device for k, v in named.items() if v is not None}
+        _same_device(func, found)
+        return _torch_namespace(), dict(named)
     xp = _namespace(func, named)
     devices = {k: device(v) for k, v in named.items() if _is_array(v)}
     # Under jax.jit a traced argument has no device yet (None); only the
     # devices that are known can disagree.
     devices = {k: d for k, d in devices.items() if d is not None}
-    common = next(iter(devices.values()), None)
-    if any(d != common for d in devices.values()):
-        found = ", ".join(f"{k} on {d}" for k, d in devices.items())
-        raise ValueError(f"{func}() got arrays on different devices ({found})")
+    common = _same_device(func, devices)
     out: dict[str, Any] = {}
     for k, v in named.items():
         if v is None or _is_array(v):

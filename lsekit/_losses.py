@@ -425,7 +425,7 @@ def cross_entropy(
                     f"{_FUNC}() ignore_index={ignore} lies outside the range of "
                     f"class indices ({index})"
                 )
-        t = xp.astype(t, index)
+        t = xp.astype(t, index, copy=False)
         _check_indices(xp, t, n_classes, ignore, mask)
 
     work = _compat.compute_dtype(xp, out_dtype, _compat.device(x))
@@ -457,7 +457,7 @@ def cross_entropy(
         loss = _standard_loss(
             xp, x, t, w, mask, probabilities=probabilities, work=work, **options
         )
-    return _compat.finalize(xp, xp.astype(loss, out_dtype))
+    return _compat.finalize(xp, xp.astype(loss, out_dtype, copy=False))
 
 
 @_compat.compiled
