@@ -24,8 +24,8 @@
  * The caller rounds m + log1p(t) and checks the rounding of rows with a
  * dominant term.
  *
- * Callers: Python's buffers (rows(), for NumPy and PyTorch) and XLA's
- * typed custom calls (xla(), for jax.ffi.ffi_call).
+ * Callers: Python's buffers (rows() and the loss's loss(), for NumPy and
+ * PyTorch) and XLA's typed custom calls (xla(), for jax.ffi.ffi_call).
  *
  * The vector path (AVX2 and FMA, chosen at run time) and the scalar one
  * compute the same formulas; the vector one fuses the polynomial's
