@@ -433,6 +433,31 @@ static void run_split(const Job *job, int threads, int shared)
     }
 }
 
+/* A job over the `nrows` rows of `n` entries of `x`, all of them. */
+static Job new_job(const float *x, float *out, double *m, double *t, double *total,
+                   Py_ssize_t nrows, Py_ssize_t n, int kind)
+{
+    Job job;
+    job.x = x;
+    job.out = out;
+    job.m = m;
+    job.t = t;
+    job.total = total;
+    job.n = n;
+    job.kind = kind;
+    job.r0 = 0;
+    job.r1 = nrows;
+    return job;
+}
+
+/* Releases the buffers of `views` that were taken. */
+static void release(Py_buffer **views, int count)
+{
+    for (int i = 0; i < count; i++)
+        if (views[i]->obj)
+            PyBuffer_Release(views[i]);
+}
+
 /* A writable buffer of `size` bytes from `obj`, or none where obj is None
  * and `optional`. */
 static int take(PyObject *obj, Py_buffer *view, Py_ssize_t size, int optional,
@@ -478,16 +503,7 @@ static PyObject *rows(PyObject *self, PyObject *args)
         take(t, &tv, nrows * (Py_ssize_t)sizeof(double), 0, "t") < 0 ||
         take(total, &totalv, nrows * (Py_ssize_t)sizeof(double), 1, "total") < 0)
         goto done;
-    Job proto;
-    proto.x = xv.buf;
-    proto.out = outv.buf;
-    proto.m = mv.buf;
-    proto.t = tv.buf;
-    proto.total = totalv.buf;
-    proto.n = n;
-    proto.kind = kind;
-    proto.r0 = 0;
-    proto.r1 = nrows;
+    Job proto = new_job(xv.buf, outv.buf, mv.buf, tv.buf, totalv.buf, nrows, n, kind);
     Py_BEGIN_ALLOW_THREADS;
     run_split(&proto, threads, shared);
     Py_END_ALLOW_THREADS;
@@ -495,14 +511,8 @@ static PyObject *rows(PyObject *self, PyObject *args)
     result = Py_None;
 done:
     PyBuffer_Release(&xv);
-    if (outv.obj)
-        PyBuffer_Release(&outv);
-    if (mv.obj)
-        PyBuffer_Release(&mv);
-    if (tv.obj)
-        PyBuffer_Release(&tv);
-    if (totalv.obj)
-        PyBuffer_Release(&totalv);
+    Py_buffer *views[4] = {&outv, &mv, &tv, &totalv};
+    release(views, 4);
     return result;
 }
 
@@ -575,17 +585,8 @@ static PyObject *loss(PyObject *self, PyObject *args)
         take(low, &lowv, wide, 0, "low") < 0 || take(ok, &okv, nrows, 0, "ok") < 0 ||
         take(total, &totalv, wide, 1, "total") < 0)
         goto done;
-    Job job;
-    job.x = xv.buf;
-    job.out = NULL;
-    job.m = mv.buf;
     /* t, then log1p(t) in its place. */
-    job.t = lowv.buf;
-    job.total = totalv.buf;
-    job.n = n;
-    job.kind = SPLIT;
-    job.r0 = 0;
-    job.r1 = nrows;
+    Job job = new_job(xv.buf, NULL, mv.buf, lowv.buf, totalv.buf, nrows, n, SPLIT);
     const int64_t *c = cv.buf;
     double *losses = lossv.buf;
     unsigned char *done = okv.buf;
@@ -608,9 +609,7 @@ static PyObject *loss(PyObject *self, PyObject *args)
 done:
     PyBuffer_Release(&xv);
     Py_buffer *views[6] = {&cv, &lossv, &mv, &lowv, &okv, &totalv};
-    for (int i = 0; i < 6; i++)
-        if (views[i]->obj)
-            PyBuffer_Release(views[i]);
+    release(views, 6);
     return result;
 }
 
@@ -798,17 +797,8 @@ static void xla_run(Job *job, void (*finish)(const Job *, void *), void *context
 static Job xla_job(const float *x, float *out, double *stats, Py_ssize_t nrows,
                    Py_ssize_t n, int kind, int sums)
 {
-    Job job;
-    job.x = x;
-    job.out = out;
-    job.m = stats;
-    job.t = stats + nrows;
-    job.total = sums ? stats + 2 * nrows : NULL;
-    job.n = n;
-    job.kind = kind;
-    job.r0 = 0;
-    job.r1 = nrows;
-    return job;
+    return new_job(x, out, stats, stats + nrows, sums ? stats + 2 * nrows : NULL, nrows,
+                   n, kind);
 }
 
 /* The normalisation `kind` of the float32 rows of the last axis of the one
