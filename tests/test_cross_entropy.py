@@ -799,6 +799,22 @@ def test_inputs_not_modified(bk, rng):
         np.testing.assert_array_equal(bk.to_numpy(arr), orig)
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_read_only_inputs(bk, rng, dtype):
+    """NumPy arrays that may not be written (``writeable`` False, as a
+    read-only memory map's) give the losses of their writable copies."""
+    if bk.name != "numpy":
+        pytest.skip("only NumPy arrays carry a writeable flag")
+    x = rng.normal(0.0, 3.0, size=(6, 9)).astype(dtype)
+    y = np.array([0, 8, 3, 3, 1, 5])
+    fixed = [x.copy(), y.copy()]
+    for arr in fixed:
+        arr.flags.writeable = False
+    for kw in ({}, {"ignore_index": 3}, {"label_smoothing": 0.1}):
+        got = cross_entropy(*fixed, reduction="none", **kw)
+        np.testing.assert_array_equal(got, cross_entropy(x, y, reduction="none", **kw))
+
+
 @pytest.mark.parametrize(
     ("shape", "axis"), [((0, 4), -1), ((2, 4, 0), 1), ((0, 3, 2), 1)]
 )

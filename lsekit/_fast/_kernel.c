@@ -458,16 +458,17 @@ static void release(Py_buffer **views, int count)
             PyBuffer_Release(views[i]);
 }
 
-/* A writable buffer of `size` bytes from `obj`, or none where obj is None
- * and `optional`. */
-static int take(PyObject *obj, Py_buffer *view, Py_ssize_t size, int optional,
-                const char *name)
+/* A C-contiguous buffer of `size` bytes from `obj`, writable unless
+ * `input`, or none where obj is None and `optional`. */
+static int take_buffer(PyObject *obj, Py_buffer *view, Py_ssize_t size, int optional,
+                       const char *name, int input)
 {
     view->obj = NULL;
     view->buf = NULL;
     if (obj == Py_None && optional)
         return 0;
-    if (PyObject_GetBuffer(obj, view, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS) < 0)
+    int flags = input ? PyBUF_C_CONTIGUOUS : PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS;
+    if (PyObject_GetBuffer(obj, view, flags) < 0)
         return -1;
     if (view->len != size) {
         PyErr_Format(PyExc_ValueError, "%s holds %zd bytes, not %zd", name,
@@ -477,6 +478,13 @@ static int take(PyObject *obj, Py_buffer *view, Py_ssize_t size, int optional,
         return -1;
     }
     return 0;
+}
+
+/* A writable buffer of `size` bytes from `obj` (take_buffer). */
+static int take(PyObject *obj, Py_buffer *view, Py_ssize_t size, int optional,
+                const char *name)
+{
+    return take_buffer(obj, view, size, optional, name, 0);
 }
 
 static PyObject *rows(PyObject *self, PyObject *args)
@@ -580,7 +588,7 @@ static PyObject *loss(PyObject *self, PyObject *args)
         PyErr_SetString(PyExc_ValueError, "smoothing takes each row's total");
         goto done;
     }
-    if (take(target, &cv, nrows * (Py_ssize_t)sizeof(int64_t), 0, "target") < 0 ||
+    if (take_buffer(target, &cv, nrows * (Py_ssize_t)sizeof(int64_t), 0, "target", 1) < 0 ||
         take(out, &lossv, wide, 0, "loss") < 0 || take(m, &mv, wide, 0, "m") < 0 ||
         take(low, &lowv, wide, 0, "low") < 0 || take(ok, &okv, nrows, 0, "ok") < 0 ||
         take(total, &totalv, wide, 1, "total") < 0)
