@@ -5,8 +5,9 @@
 The other tests run it wherever it was built (every float32 array on
 NumPy and PyTorch takes it, JAX's ``log_softmax`` and ``softmax``, and
 without x64 mode JAX's ``logsumexp`` and loss too);
-here: its terms at float64's precision, its scalar path (a row's last
-entries, and CPUs without AVX2), its threads, the library without it, and
+here: its terms at float64's precision, its narrower paths (AVX2 on CPUs
+with AVX-512; the scalar one, for a row's last entries and CPUs without
+AVX2), its threads, the library without it, and
 its XLA custom calls.
 """
 
@@ -50,16 +51,27 @@ def ops(bk):
     return importlib.import_module(EAGER[bk.name])
 
 
-@pytest.fixture(params=["vector", "scalar"])
+# The kernel's paths, by the level its ``vector`` takes, and what a CPU
+# needs for each.
+PATHS = {"avx512": (2, "AVX-512"), "avx2": (1, "AVX2 and FMA"), "scalar": (0, "")}
+
+
+def _take_path(name: str) -> None:
+    """Send every row through the path ``name`` of ``PATHS``, or skip where
+    the CPU lacks it."""
+    level, needs = PATHS[name]
+    if _fused._load().vector(level) != level:
+        _fused._load().vector(99)
+        pytest.skip(f"this CPU has no {needs}")
+
+
+@pytest.fixture(params=list(PATHS))
 def path(request, ops):
-    """The kernel's vector path (where the CPU has AVX2 and FMA) or its
-    scalar one, for the test; the vector one again after it."""
-    kernel = _fused._load()
-    on = kernel.vector(request.param == "vector")
-    if request.param == "vector" and not on:
-        pytest.skip("this CPU has no AVX2 and FMA")
+    """One of the kernel's paths (``PATHS``) for the test; the best the CPU
+    has again after it."""
+    _take_path(request.param)
     yield request.param
-    kernel.vector(True)
+    _fused._load().vector(99)
 
 
 def _split(bk, ops, x):
@@ -73,8 +85,9 @@ def test_terms(bk, ops, path):
     down to ``x - m = -708``; from about -708.7 down, it is 0, and so is
     ``-inf``'s.
     Rows ``[0, d]`` in both orders: ``t = exp(d)``; ``[0, 0, d]``: a tie
-    adds exactly 1. The rows are 9 and 17 entries long (the rest ``-inf``),
-    so that both the vector loop and the scalar tail meet each term."""
+    adds exactly 1. The rows are 9, 17 and 25 entries long (the rest
+    ``-inf``), so that the vector loops (both halves of AVX-512's 16
+    entries) and the scalar tail meet each term."""
     d = np.concatenate(
         [
             -np.logspace(-7, np.log10(700.0), 700),
@@ -82,7 +95,7 @@ def test_terms(bk, ops, path):
             [-707.5, -708.0, -720.0, -745.0, -800.0],
         ]
     ).astype(np.float32)
-    for width, at in ((9, 8), (17, 3)):
+    for width, at in ((9, 8), (17, 3), (25, 12)):
         x = np.full((d.size, width), -np.inf, dtype=np.float32)
         x[:, 0] = 0.0
         x[:, at] = d
@@ -115,16 +128,16 @@ def test_rows_left(bk, ops, path):
     assert ok.tolist() == [True, False, False, False, True, True]
 
 
+@pytest.mark.parametrize("name", ["avx2", "scalar"])
 @pytest.mark.parametrize("family", list(FAMILIES))
-def test_scalar_families(bk, ops, family):
-    """The accuracy tests' families, which reach the vector path where the
-    CPU has it, through the scalar path, to the same bounds."""
-    kernel = _fused._load()
-    kernel.vector(False)
+def test_other_paths_families(bk, ops, family, name):
+    """The accuracy tests' families, which reach the best vector path the
+    CPU has, through the narrower ones, to the same bounds."""
+    _take_path(name)
     try:
         assert_float32_family(bk, family)
     finally:
-        kernel.vector(True)
+        _fused._load().vector(99)
 
 
 def _logits(rows: int, n: int) -> np.ndarray:
