@@ -15,7 +15,7 @@ from typing import Any
 
 from . import _args, _compat, _fast
 from ._core import losses as _impl
-from ._reductions import _compensate
+from ._reductions import _compensate, _native_result
 
 __all__ = ["cross_entropy"]
 
@@ -372,6 +372,10 @@ def cross_entropy(
     reduction = _args.check_choice(_FUNC, "reduction", reduction, _REDUCTIONS)
     smoothing = _args.check_fraction(_FUNC, "label_smoothing", label_smoothing)
     ignore = _args.check_optional_int(_FUNC, "ignore_index", ignore_index)
+    if weight is None and where is None:
+        found = _fast.loss_at_once(logits, target, axis, ignore, smoothing)
+        if found is not None:
+            return _reduced_at_once(*found, reduction)
     xp, arr = _compat.as_arrays(
         _FUNC, 2, logits=logits, target=target, weight=weight, where=where
     )
@@ -458,6 +462,20 @@ def cross_entropy(
             xp, x, t, w, mask, probabilities=probabilities, work=work, **options
         )
     return _compat.finalize(xp, xp.astype(loss, out_dtype, copy=False))
+
+
+def _reduced_at_once(kern: ModuleType, loss: Any, counted: Any, reduction: str) -> Any:
+    """``_fast.loss_at_once``'s losses (float64, NumPy), reduced as
+    ``_impl.reduce`` reduces them, in float32 and the logits' library: in
+    NumPy's own calls, where the namespace's cost several times the
+    kernel's pass over a small batch."""
+    if reduction != "none":
+        n = loss.size if counted is None else int(counted.sum())
+        # Ignored examples' losses are 0: with nothing counted, the mean
+        # is 0, not 0 / 0.
+        loss = loss.sum() / (max(n, 1) if reduction == "mean" else 1)
+    lib = kern.lib()
+    return _native_result(kern.from_host(lib.asarray(loss, dtype=lib.float32)))
 
 
 @_compat.compiled

@@ -251,6 +251,79 @@ def test_eager_losses(bk, ops, path, monkeypatch, smoothing):
     _assert_same_results(native, run())
 
 
+@pytest.mark.parametrize("ignore", [None, -100])
+@pytest.mark.parametrize("smoothing", [0.0, 0.25])
+def test_losses_at_once(bk, ops, path, monkeypatch, smoothing, ignore):
+    """The loss of ``(N, C)`` float32 logits and int64 class indices,
+    computed eagerly, is the kernel's at once (``_fast.loss_at_once``):
+    each example's within an ulp of mpmath's, the same as the general
+    path's, and reduced as it reduces them (the sums within an ulp of its
+    own; an all-ignored batch's mean 0). Rows that the kernel leaves, and
+    on PyTorch tensors that autograd records, take the general path."""
+    import lsekit._fast as fast
+
+    x = _logits(9, 40)
+    x[3, 7] = 60.0  # a loss of about exp(-50)
+    targets = np.array([0, 1, 2, 7, 2, 0, 3, 39, 39], np.int64)
+    if ignore is not None:
+        targets[[1, 5]] = ignore
+    taken = []
+    at_once = fast.loss_at_once
+
+    def spy(*args):
+        found = at_once(*args)
+        taken.append(found is not None)
+        return found
+
+    def run(logits=x, classes=targets, reduction="none", **options):
+        loss = cross_entropy(
+            bk.asarray(logits, "float32"),
+            bk.asarray(classes, "int64"),
+            reduction=reduction,
+            ignore_index=ignore,
+            label_smoothing=smoothing,
+            **options,
+        )
+        return np.asarray(bk.to_numpy(loss))
+
+    monkeypatch.setattr(fast, "loss_at_once", spy)
+    found = {r: run(reduction=r) for r in ("none", "mean", "sum")}
+    assert taken == [True] * 3
+    got = found["none"]
+    assert got.dtype == np.float32
+    rows = x.astype(np.float64)
+    for i, c in enumerate(targets):
+        if c == ignore:
+            assert got[i] == 0.0
+            continue
+        exact = _exact_loss(rows[i], c, smoothing)
+        assert ulp_error(got[i], exact, np.float32) <= 1.0, (i, got[i], exact)
+    assert smoothing or got[3] < 1e-20
+    none = np.full_like(targets, -100)
+    if ignore is not None:
+        assert run(classes=none, reduction="mean") == 0.0
+    # A row whose maximum is not finite, a class out of range: the
+    # general path.
+    special = x.copy()
+    special[4, 2] = np.inf
+    run(logits=special)
+    if ignore is None:
+        with pytest.raises(ValueError, match="class index -100"):
+            run(classes=none)
+    assert taken[-2:] == ([False, False] if ignore is None else [True, False])
+
+    monkeypatch.setattr(fast, "loss_at_once", lambda *args: None)
+    general = {r: run(reduction=r) for r in found}
+    assert np.array_equal(found["none"], general["none"])
+    for r in ("mean", "sum"):
+        assert abs(found[r] - general[r]) <= np.spacing(general[r]), r
+    if bk.name == "torch":
+        monkeypatch.setattr(fast, "loss_at_once", spy)
+        v = bk.asarray(x, "float32").requires_grad_(True)
+        cross_entropy(v, bk.asarray(targets, "int64"), ignore_index=ignore)
+        assert taken[-1] is False
+
+
 def test_buffers(ops):
     """The kernel checks its buffers' sizes, and says which is wrong."""
     kernel = _fused._load()

@@ -1,18 +1,24 @@
 """Native fast paths: one module per library, with the same names.
 
-Each module has ``accepts(x)``, ``eligible(x, func)``, ``transpose(x, perm)``,
-``as_rows(x, n)``, ``logsumexp(x2, exact)``, ``normalised(x2, kind,
-exact)``, ``cross_entropy(x2, target, ignore, smoothing, exact)``, ``sign(out)`` and
-``cast(x, dtype)``: the kernels of ``logsumexp``, ``log_softmax``,
-``softmax`` and the class-index ``cross_entropy`` over the rows of a 2-D
-float array, which take the exponentials in its dtype and sum them in
-float64. NumPy's and eager PyTorch's are blocked loops (``_blocked``),
-whose float32 rows a C kernel takes where it was built (``_fused``);
-JAX's, and PyTorch's under ``torch.compile``, one traced expression
-(``_traced``). The driver here lays the reduced axes out as rows and hands
-the rows that the eager kernels do not certify (the traced ones decide
-themselves) to the standard-only implementation in ``_core``. The fast
-paths are held to the same tests as ``_core``.
+Each module has ``accepts(x)``, ``eligible(x, func)``, ``now(x)``,
+``transpose(x, perm)``, ``as_rows(x, n)``, ``logsumexp(x2, exact)``,
+``normalised(x2, kind, exact)``, ``cross_entropy(x2, target, ignore,
+smoothing, exact)``, ``sign(out)`` and ``cast(x, dtype)``: the kernels
+of ``logsumexp``, ``log_softmax``, ``softmax`` and the class-index
+``cross_entropy`` over the rows of a 2-D float array, which take the
+exponentials in its dtype and sum them in float64. NumPy's and eager
+PyTorch's are blocked loops (``_blocked``), whose float32 rows a C
+kernel takes where it was built (``_fused``); JAX's, and PyTorch's under
+``torch.compile``, one traced expression (``_traced``). The driver here
+lays the reduced axes out as rows and hands the rows that the eager
+kernels do not certify (the traced ones decide themselves) to the
+standard-only implementation in ``_core``. The fast paths are held to
+the same tests as ``_core``.
+
+A loss of float32 logits of shape ``(N, C)`` and int64 class indices,
+computed eagerly (``now``), is the C kernel's alone: ``loss_at_once``
+takes it before any of the checks, casts and layouts that other arrays
+need, which cost a small batch several times the kernel's pass.
 """
 
 from __future__ import annotations
@@ -22,9 +28,12 @@ from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
-from . import jax, numpy, torch
+from . import _fused, jax, numpy, torch
 
-__all__ = ["cross_entropy", "kernels", "logsumexp", "normalised"]
+__all__ = ["cross_entropy", "kernels", "logsumexp", "loss_at_once", "normalised"]
+
+# The range of the kernel's class indices, int64.
+_INT64 = (-(2**63), 2**63 - 1)
 
 # Imported here, not on first use: a first call may come while
 # ``torch.compile`` traces, which cannot follow an import.
@@ -148,3 +157,36 @@ def cross_entropy(
     return loss.reshape(examples), None if counted is None else counted.reshape(
         examples
     )
+
+
+def loss_at_once(
+    x: Any, target: Any, axis: Any, ignore: int | None, smoothing: float
+) -> tuple[ModuleType, Any, Any] | None:
+    """``(kern, loss, counted)``: each example's loss in float64 (a NumPy
+    vector) and the mask of those counted (None: all), of float32 logits
+    ``x`` of shape ``(N, C)`` with the classes along ``axis`` (-1 or 1) and
+    their int64 class indices ``target`` of shape ``(N,)``, by the C kernel,
+    where it computes every row now; ``kern`` the module of ``x``'s
+    library. None where any of that does not hold, or where a row is left
+    to the standard-only path (its maximum is not finite, its class out of
+    range): the caller's general path then takes the call, and its checks
+    report bad input."""
+    kern = kernels(x, "cross_entropy")
+    if (
+        kern is None
+        or x.ndim != 2
+        or type(axis) is not int
+        or axis not in (-1, 1)
+        or not kern.now(x)
+        or (ignore is not None and not _INT64[0] <= ignore <= _INT64[1])
+    ):
+        return None
+    nrows, n = x.shape
+    at = kern.indices(target, nrows)
+    if at is None:
+        return None
+    x2 = kern.as_rows(x, n)
+    if not _fused.fits(kern, x2):
+        return None
+    loss, counted, redo, _, _ = _fused.cross_entropy(kern, x2, at, ignore, smoothing)
+    return None if redo is not None else (kern, loss, counted)

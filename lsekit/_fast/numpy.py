@@ -22,6 +22,7 @@ __all__ = [
     "eligible",
     "logsumexp",
     "normalised",
+    "now",
     "sign",
     "transpose",
 ]
@@ -49,6 +50,12 @@ def eligible(x: Any, func: str) -> bool:
     """Whether the kernels compute ``func`` of ``x``: float32 or float64,
     not empty."""
     return bool(x.dtype.kind == "f" and x.itemsize >= 4 and x.size > 0)
+
+
+def now(x: Any) -> bool:
+    """Whether the kernels can compute ``x``'s rows in this call, and hand
+    back values: always."""
+    return True
 
 
 def transpose(x: Any, perm: tuple[int, ...]) -> Any:
@@ -157,6 +164,15 @@ def host(x: Any) -> Any:
 def from_host(a: Any) -> Any:
     """A NumPy array as this library's: itself."""
     return a
+
+
+def indices(target: Any, n: int) -> Any:
+    """``target`` as a vector of ``n`` int64 class indices, as it is, or
+    None where it is not one."""
+    np = sys.modules["numpy"]
+    if type(target) is np.ndarray and target.dtype == np.int64 and target.shape == (n,):
+        return target
+    return None
 
 
 def empty_like(x: Any) -> Any:

@@ -41,6 +41,7 @@ __all__ = [
     "eligible",
     "logsumexp",
     "normalised",
+    "now",
     "sign",
     "transpose",
 ]
@@ -116,6 +117,13 @@ def eligible(x: Any, func: str) -> bool:
 def _tracked(x: Any) -> bool:
     """Whether autograd records the operations on ``x``."""
     return bool(x.requires_grad and sys.modules["torch"].is_grad_enabled())
+
+
+def now(x: Any) -> bool:
+    """Whether the kernels can compute the rows of ``x`` (eligible) in this
+    call, and hand back values: eagerly, where autograd does not record
+    them."""
+    return not (_compiling() or _tracked(x))
 
 
 def transpose(x: Any, perm: tuple[int, ...]) -> Any:
@@ -482,6 +490,23 @@ def host(x: Any) -> Any:
 def from_host(a: Any) -> Any:
     """A NumPy array as a tensor on its memory."""
     return _tensor(a)
+
+
+def indices(target: Any, n: int) -> Any:
+    """``target`` as a NumPy vector of ``n`` int64 class indices on its
+    memory, or None where it is not one (another library, dtype, device or
+    shape, or a tensor whose values cannot be read now)."""
+    torch = sys.modules["torch"]
+    if (
+        type(target) is torch.Tensor
+        and target.dtype == torch.int64
+        and target.device.type == "cpu"
+        and target.shape == (n,)
+        and _compat.readable(target)
+        and not torch._C._functorch.is_functorch_wrapped_tensor(target)
+    ):
+        return target.contiguous().numpy()
+    return None
 
 
 def empty_like(x: Any) -> Any:
