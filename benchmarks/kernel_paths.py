@@ -5,7 +5,7 @@ path at run time: AVX-512 (eight float64 lanes, the scaling by ``2**k`` in
 one instruction), AVX2 and FMA (four lanes), or scalar code. This times
 every function (float32, the last axis reduced) through each path the CPU
 has, and the library's own function (SciPy's on NumPy, PyTorch's), the
-sides alternated call by call::
+sides alternated call by call, each going first in turn::
 
     python benchmarks/kernel_paths.py [--backend torch] [--shapes 512x8192]
         [--calls 20]
@@ -99,16 +99,17 @@ def main(argv: list[str] | None = None) -> None:
         x = convert(rng.normal(0.0, 3.0, (rows, n)).astype(np.float32))
         y = convert(rng.integers(0, n, rows))
         for name, (ours, peer) in functions.items():
-            times: dict[str, list[float]] = {k: [] for k in [*paths, "peer"]}
-            for _ in range(args.calls + 1):
-                for label, level in paths.items():
-                    kernel.vector(level)
-                    start = time.perf_counter()
-                    ours(x, y)
-                    times[label].append(time.perf_counter() - start)
+            sides = [*paths, "peer"]
+            times: dict[str, list[float]] = {k: [] for k in sides}
+            for call in range(len(sides) * (args.calls + 1)):
+                # Each side in turn goes first: a call can leave the next
+                # one caches, threads or memory to page in.
+                side = sides[(call + call // len(sides)) % len(sides)]
+                if side != "peer":
+                    kernel.vector(paths[side])
                 start = time.perf_counter()
-                peer(x, y)
-                times["peer"].append(time.perf_counter() - start)
+                (peer if side == "peer" else ours)(x, y)
+                times[side].append(time.perf_counter() - start)
             kernel.vector(max(PATHS.values()))
             ms = {k: statistics.median(v[1:]) * 1e3 for k, v in times.items()}
             cells = " | ".join(f"{ms[p]:.3f}" for p in paths)

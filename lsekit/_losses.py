@@ -331,7 +331,12 @@ def cross_entropy(
     - x[c])``, three non-negative terms, for float32 logits without class
     weights. Probability targets, smoothing otherwise, and a ``weight`` of
     a wider dtype than the logits (which asks for that dtype's accuracy)
-    take the path above.
+    take the path above. Unweighted, unmasked float32 logits of shape
+    ``(N, C)`` with int64 class indices, computed eagerly on NumPy and
+    PyTorch (CPU), go to the C kernel before anything else, each
+    example's loss finished there; a call in which it leaves a row (a
+    maximum that is not finite, a class out of range) takes the general
+    path, whose checks report bad input.
 
     Examples
     --------
