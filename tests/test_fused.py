@@ -251,6 +251,63 @@ def test_eager_losses(bk, ops, path, monkeypatch, smoothing):
     _assert_same_results(native, run())
 
 
+@pytest.mark.parametrize("kind", list(PUBLIC))
+def test_rows_at_once(bk, ops, path, monkeypatch, kind):
+    """float32 reduced over the last axis, computed eagerly, is the
+    kernel's at once (``_fast.rows_at_once``): the same results as the
+    general path's, bit for bit, in 1-D, 2-D and 3-D. Another axis,
+    ``keepdims``, float64, rows that the kernel leaves (an ``inf``, a NaN,
+    and for ``logsumexp`` a result near 0 by cancellation) and, on
+    PyTorch, tensors that autograd records take the general path."""
+    import lsekit
+    import lsekit._fast as fast
+
+    taken = []
+    at_once = fast.rows_at_once
+
+    def spy(*args):
+        found = at_once(*args)
+        taken.append(found is not None)
+        return found
+
+    def run(x, dtype="float32", **options):
+        return bk.to_numpy(getattr(lsekit, kind)(bk.asarray(x, dtype), **options))
+
+    x = _logits(6, 40)
+    cases = [
+        (x, {"axis": -1}),
+        (x, {"axis": 1}),
+        (x[0], {"axis": 0}),
+        (x.reshape(2, 3, 40), {"axis": 2}),
+    ]
+    monkeypatch.setattr(fast, "rows_at_once", spy)
+    found = [run(v, **options) for v, options in cases]
+    assert taken == [True] * len(cases)
+    monkeypatch.setattr(fast, "rows_at_once", lambda *args: None)
+    for (v, options), got in zip(cases, found, strict=True):
+        assert np.array_equal(got, run(v, **options), equal_nan=True), options
+    monkeypatch.setattr(fast, "rows_at_once", spy)
+
+    taken.clear()
+    special = x.copy()
+    special[1, 3] = np.inf
+    special[2, 4] = np.nan
+    run(x, axis=0)
+    run(special, axis=-1)
+    run(x, "float64", axis=-1)
+    if kind == "logsumexp":
+        run(x, axis=-1, keepdims=True)
+        # Two terms of -log(2) rounded: a result near 0, whose rounding
+        # the kernel's sum could reach.
+        near_zero = np.full((2, 40), -np.inf, np.float32)
+        near_zero[:, :2] = np.float32(-np.log(2.0))
+        run(near_zero, axis=-1)
+    if bk.name == "torch":
+        v = bk.asarray(x, "float32").requires_grad_(True)
+        getattr(lsekit, kind)(v, axis=-1)
+    assert not any(taken)
+
+
 @pytest.mark.parametrize("ignore", [None, -100])
 @pytest.mark.parametrize("smoothing", [0.0, 0.25])
 def test_losses_at_once(bk, ops, path, monkeypatch, smoothing, ignore):

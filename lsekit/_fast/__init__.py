@@ -15,10 +15,11 @@ kernels do not certify (the traced ones decide themselves) to the
 standard-only implementation in ``_core``. The fast paths are held to
 the same tests as ``_core``.
 
-A loss of float32 logits of shape ``(N, C)`` and int64 class indices,
-computed eagerly (``now``), is the C kernel's alone: ``loss_at_once``
-takes it before any of the checks, casts and layouts that other arrays
-need, which cost a small batch several times the kernel's pass.
+Eagerly (``now``), float32 reduced over the last axis is the C kernel's
+alone, and so is the loss of float32 logits of shape ``(N, C)`` and int64
+class indices: ``rows_at_once`` and ``loss_at_once`` take them before any
+of the checks, casts and layouts that other arrays need, which cost a
+small batch more than the kernel's pass.
 """
 
 from __future__ import annotations
@@ -28,9 +29,16 @@ from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
-from . import _fused, jax, numpy, torch
+from . import _blocked, _fused, jax, numpy, torch
 
-__all__ = ["cross_entropy", "kernels", "logsumexp", "loss_at_once", "normalised"]
+__all__ = [
+    "cross_entropy",
+    "kernels",
+    "logsumexp",
+    "loss_at_once",
+    "normalised",
+    "rows_at_once",
+]
 
 # The range of the kernel's class indices, int64.
 _INT64 = (-(2**63), 2**63 - 1)
@@ -190,3 +198,34 @@ def loss_at_once(
         return None
     loss, counted, redo, _, _ = _fused.cross_entropy(kern, x2, at, ignore, smoothing)
     return None if redo is not None else (kern, loss, counted)
+
+
+def rows_at_once(x: Any, axis: Any, kind: str) -> Any:
+    """``kind`` (``"logsumexp"``, ``"log_softmax"`` or ``"softmax"``) of the
+    float32 array ``x`` over its last axis (``axis``, -1 or ``x.ndim - 1``)
+    by the C kernel, where it does every row now: the log-sum-exp in
+    float32, of ``x``'s shape without that axis, or the normalised rows.
+    None where any of that does not hold, or where a row is left to the
+    standard-only path (its maximum is not finite, or, for the log-sum-exp,
+    one term dominates it): the caller's general path then takes the
+    call."""
+    kern = kernels(x, kind)
+    if (
+        kern is None
+        or x.ndim == 0
+        or type(axis) is not int
+        or axis not in (-1, x.ndim - 1)
+        or not kern.now(x)
+    ):
+        return None
+    x2 = kern.as_rows(x, x.shape[-1])
+    if not _fused.fits(kern, x2):
+        return None
+    if kind == "logsumexp":
+        out, redo = _blocked.logsumexp(kern, x2)[:2]
+        if redo is not None:
+            return None
+        lib = kern.lib()
+        return kern.from_host(lib.asarray(out, dtype=lib.float32)).reshape(x.shape[:-1])
+    out, _, _, ok, _ = _fused.rows(kern, x2, kind, False)
+    return out.reshape(x.shape) if ok.all() else None
