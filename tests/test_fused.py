@@ -251,6 +251,19 @@ def test_eager_losses(bk, ops, path, monkeypatch, smoothing):
     _assert_same_results(native, run())
 
 
+def _spy(at_once):
+    """A list, and a stand-in for ``at_once`` (``_fast.rows_at_once`` or
+    ``loss_at_once``) that appends to it whether it took the call."""
+    taken = []
+
+    def spy(*args):
+        found = at_once(*args)
+        taken.append(found is not None)
+        return found
+
+    return taken, spy
+
+
 @pytest.mark.parametrize("kind", list(PUBLIC))
 def test_rows_at_once(bk, ops, path, monkeypatch, kind):
     """float32 reduced over the last axis, computed eagerly, is the
@@ -262,13 +275,7 @@ def test_rows_at_once(bk, ops, path, monkeypatch, kind):
     import lsekit
     import lsekit._fast as fast
 
-    taken = []
-    at_once = fast.rows_at_once
-
-    def spy(*args):
-        found = at_once(*args)
-        taken.append(found is not None)
-        return found
+    taken, spy = _spy(fast.rows_at_once)
 
     def run(x, dtype="float32", **options):
         return bk.to_numpy(getattr(lsekit, kind)(bk.asarray(x, dtype), **options))
@@ -324,13 +331,7 @@ def test_losses_at_once(bk, ops, path, monkeypatch, smoothing, ignore):
     targets = np.array([0, 1, 2, 7, 2, 0, 3, 39, 39], np.int64)
     if ignore is not None:
         targets[[1, 5]] = ignore
-    taken = []
-    at_once = fast.loss_at_once
-
-    def spy(*args):
-        found = at_once(*args)
-        taken.append(found is not None)
-        return found
+    taken, spy = _spy(fast.loss_at_once)
 
     def run(logits=x, classes=targets, reduction="none", **options):
         loss = cross_entropy(
