@@ -207,8 +207,8 @@ def rows_at_once(x: Any, axis: Any, kind: str) -> Any:
     float32, of ``x``'s shape without that axis, or the normalised rows.
     None where any of that does not hold, or where a row is left to the
     standard-only path (its maximum is not finite, or, for the log-sum-exp,
-    one term dominates it): the caller's general path then takes the
-    call."""
+    the kernel's rounding could reach half an ulp of a result near 0): the
+    caller's general path then takes the call."""
     kern = kernels(x, kind)
     if (
         kern is None
