@@ -116,6 +116,25 @@ def test_terms(bk, ops, path):
     assert np.array_equal(_split(bk, ops, x)[1], 1.0 + lone)
 
 
+def test_slope(bk, ops, path):
+    """The gradients' rows ``exp(x - m) scale`` (``_fused.slope``), through
+    each path: within an ulp of float64's ``exp`` of the exact shift,
+    rounded to float32, where a float32 shift would be off by up to ``|x
+    - m|`` ulps; 0 for ``-inf``. Rows of 29 entries meet each vector loop
+    and the scalar tail."""
+    rng = np.random.default_rng(5)
+    x = rng.normal(0.0, 30.0, size=(7, 29)).astype(np.float32)
+    x[2, 5] = -np.inf
+    m = x.max(axis=1).astype(np.float64)
+    scale = rng.uniform(0.5, 2.0, size=7) * 10.0 ** rng.integers(-3, 3, size=7)
+    got = bk.to_numpy(_fused.slope(ops, bk.asarray(x, "float32"), m, scale))
+    assert got.dtype == np.float32
+    exact = np.exp(x.astype(np.float64) - m[:, None]) * scale[:, None]
+    rounded = exact.astype(np.float32)
+    assert got[2, 5] == 0.0
+    assert (np.abs(got - rounded) <= np.spacing(rounded)).all()
+
+
 def test_rows_left(bk, ops, path):
     """Rows whose maximum is not finite (an ``inf``, a NaN, every entry
     ``-inf``) are left to the caller, the others done, in one array."""

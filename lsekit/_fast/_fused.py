@@ -27,7 +27,7 @@ import sys
 from types import ModuleType
 from typing import Any
 
-__all__ = ["cross_entropy", "fits", "rows", "status", "ulps"]
+__all__ = ["cross_entropy", "fits", "rows", "slope", "status", "ulps"]
 
 # False sends float32 rows to the other kernels (``_widened``,
 # ``_blocked``), which the tests exercise with it.
@@ -37,7 +37,7 @@ ENABLED = True
 # microseconds.
 PARALLEL = 1 << 15
 
-_KINDS = {"logsumexp": 0, "log_softmax": 1, "softmax": 2}
+_KINDS = {"logsumexp": 0, "log_softmax": 1, "softmax": 2, "slope": 3}
 
 _kernel: ModuleType | None = None
 _loaded = False
@@ -143,3 +143,28 @@ def cross_entropy(
     )
     counted = None if ignore is None else c != ignore
     return loss, counted, (~ok if left else None), m, low
+
+
+def slope(ops: ModuleType, x2: Any, m: Any, scale: Any) -> Any:
+    """``exp(x - m) scale`` of the C-contiguous float32 rows ``x2``, in
+    float32, ``m`` each row's maximum and ``scale`` a float64 factor per
+    row (NumPy vectors): the closed-form gradients' rows of ``logsumexp``
+    and the loss (``_autograd``), in one pass where the library's
+    operations take three, the shift exact and ``exp`` the sums' own."""
+    np = sys.modules["numpy"]
+    kernel = _load()
+    assert kernel is not None
+    out = ops.empty_like(x2)
+    threads, shared = _threads(ops, x2)
+    kernel.rows(
+        ops.host(x2),
+        ops.host(out),
+        np.array(m, dtype=np.float64),
+        np.array(scale, dtype=np.float64),
+        None,
+        x2.shape[1],
+        _KINDS["slope"],
+        threads,
+        shared,
+    )
+    return out

@@ -48,7 +48,9 @@
 #define LSE_X86 0
 #endif
 
-enum { SPLIT = 0, LOG_SOFTMAX = 1, SOFTMAX = 2 };
+/* SLOPE: the rows of the closed-form gradient of logsumexp and the loss,
+ * exp(x - m) times a scale per row, both given (m the row's maximum). */
+enum { SPLIT = 0, LOG_SOFTMAX = 1, SOFTMAX = 2, SLOPE = 3 };
 
 /* exp(d) = 2**k exp(r), k = round(d / ln 2), r = d - k ln 2 in [-ln 2 / 2,
  * ln 2 / 2], taken in two parts (LN2_HI has 32 trailing zero bits, so that
@@ -151,6 +153,15 @@ static double row_sum_scalar(const float *x, Py_ssize_t n, double m, float *keep
     return s;
 }
 
+/* exp(x - m) scale, rounded once to float32: the shift exact, as in the
+ * sums, where a float32 shift would cost |x - m| ulps of the term. */
+static void row_slope_scalar(const float *x, Py_ssize_t n, double m, double scale,
+                             float *out)
+{
+    for (Py_ssize_t i = 0; i < n; i++)
+        out[i] = (float)(exp_shifted((double)x[i] - m) * scale);
+}
+
 static void row_out_scalar(const float *x, Py_ssize_t n, double m, double low,
                            double inv, float *out, int kind)
 {
@@ -250,6 +261,18 @@ VEC static double row_sum_vec(const float *x, Py_ssize_t n, double m, float *kee
     return hsum4(_mm256_add_pd(s0, s1)) + s;
 }
 
+VEC static void row_slope_vec(const float *x, Py_ssize_t n, double m, double scale,
+                              float *out)
+{
+    __m256d mv = _mm256_set1_pd(m), sv = _mm256_set1_pd(scale);
+    Py_ssize_t i = 0;
+    for (; i + 4 <= n; i += 4) {
+        __m256d d = _mm256_sub_pd(_mm256_cvtps_pd(_mm_loadu_ps(x + i)), mv);
+        _mm_storeu_ps(out + i, _mm256_cvtpd_ps(_mm256_mul_pd(exp_shifted4(d), sv)));
+    }
+    row_slope_scalar(x + i, n - i, m, scale, out + i);
+}
+
 VEC static void row_out_vec(const float *x, Py_ssize_t n, double m, double low,
                             double inv, float *out, int kind)
 {
@@ -319,6 +342,18 @@ VEC512 static double row_sum_512(const float *x, Py_ssize_t n, double m, float *
     return _mm512_reduce_add_pd(_mm512_add_pd(s0, s1)) + s;
 }
 
+VEC512 static void row_slope_512(const float *x, Py_ssize_t n, double m, double scale,
+                                 float *out)
+{
+    __m512d mv = _mm512_set1_pd(m), sv = _mm512_set1_pd(scale);
+    Py_ssize_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m512d d = _mm512_sub_pd(_mm512_cvtps_pd(_mm256_loadu_ps(x + i)), mv);
+        _mm256_storeu_ps(out + i, _mm512_cvtpd_ps(_mm512_mul_pd(exp_shifted8(d), sv)));
+    }
+    row_slope_vec(x + i, n - i, m, scale, out + i);
+}
+
 /* The vector path in use: 0 none, 1 AVX2 and FMA, 2 AVX-512 as well; -1
  * until the CPU is asked. */
 static int vector_level = -1;
@@ -376,6 +411,18 @@ static void run_rows(const Job *job)
 #endif
     for (Py_ssize_t r = job->r0; r < job->r1; r++) {
         const float *x = job->x + r * n;
+        if (job->kind == SLOPE) {
+            float *slope = job->out + r * n;
+#if LSE_X86
+            if (vec == 2)
+                row_slope_512(x, n, job->m[r], job->t[r], slope);
+            else if (vec)
+                row_slope_vec(x, n, job->m[r], job->t[r], slope);
+            else
+#endif
+                row_slope_scalar(x, n, job->m[r], job->t[r], slope);
+            continue;
+        }
         double *total = job->total ? job->total + r : NULL;
         float *keep = job->kind == SOFTMAX ? job->out + r * n : NULL;
         double ties, s;
@@ -564,7 +611,7 @@ static PyObject *rows(PyObject *self, PyObject *args)
     PyObject *result = NULL;
     outv.obj = mv.obj = tv.obj = totalv.obj = NULL;
     if (n <= 0 || nrows * n * (Py_ssize_t)sizeof(float) != xv.len ||
-        !PyBuffer_IsContiguous(&xv, 'C') || kind < SPLIT || kind > SOFTMAX) {
+        !PyBuffer_IsContiguous(&xv, 'C') || kind < SPLIT || kind > SLOPE) {
         PyErr_Format(PyExc_ValueError, "%zd bytes are not rows of %zd float32 of kind %d",
                      xv.len, n, kind);
         goto done;
@@ -1054,7 +1101,8 @@ static PyMethodDef methods[] = {
      "kernel over the C-contiguous float32 rows of n entries in the buffer "
      "x, into the buffers out (float32, None for kind 0), m, t and total "
      "(float64, one per row; total may be None), on the OpenMP team set by "
-     "pool() where shared."},
+     "pool() where shared. Kind 3 reads m and t, and writes exp(x - m) t "
+     "into out."},
     {"loss", loss, METH_VARARGS,
      "loss(x, target, loss, m, low, ok, total, n, ignore, smoothing, threads, "
      "shared): the class-index cross-entropy of the float32 rows of n "
