@@ -228,4 +228,6 @@ def rows_at_once(x: Any, axis: Any, kind: str) -> Any:
         lib = kern.lib()
         return kern.from_host(lib.asarray(out, dtype=lib.float32)).reshape(x.shape[:-1])
     out, _, _, ok, _ = _fused.rows(kern, x2, kind, False)
-    return out.reshape(x.shape) if ok.all() else None
+    if not ok.all():
+        return None
+    return out if x.ndim == 2 else out.reshape(x.shape)

@@ -30,8 +30,9 @@
  * The vector paths (AVX2 and FMA, or AVX-512, chosen at run time) and the
  * scalar one compute the same formulas; the vector ones fuse the
  * polynomial's multiplications and additions, and differ from the scalar
- * one in the last bits of float64. AVX-512's exponentials are AVX2's, bit
- * for bit; it sums them in a different order.
+ * one in the last bits of float64. AVX-512 takes y - floor(y) in one
+ * instruction, AVX2 in two, which round differently where y < 0 (by
+ * 2**-54 at most), and sums the terms in a different order.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -52,38 +53,45 @@
  * exp(x - m) times a scale per row, both given (m the row's maximum). */
 enum { SPLIT = 0, LOG_SOFTMAX = 1, SOFTMAX = 2, SLOPE = 3 };
 
-/* exp(d) = 2**k exp(r), k = round(d / ln 2), r = d - k ln 2 in [-ln 2 / 2,
- * ln 2 / 2], taken in two parts (LN2_HI has 32 trailing zero bits, so that
- * k LN2_HI is exact for |k| < 2**21). exp(r) = 1 + r q(r), q the degree-6
- * interpolant of expm1(r) / r at Chebyshev nodes of that interval: within
- * 2**-33 of exp(r), relative. 2**k is built from its exponent bits,
- * which are all 0, giving 0, at k = -1023: below -709, where the argument
- * is raised to -709, every term is 0, -inf's included. Terms from -709 to
- * -708.4 (k = -1023 or -1022) are lost, or lose digits below float64's
- * smallest normal number, 2**-1022 at most: far below anything a float32
- * result holds. */
-#define LN2_HI 0x1.62e4200000000p-1
-#define LN2_LO 0x1.fdf473de6af28p-22
+/* exp(d) = 2**(y - 1/2), y = d / ln 2 + 1/2, = 2**k p(u), k = floor(y), u
+ * = y - k in [0, 1), p(u) the degree-7 interpolant of 2**(u - 1/2) at
+ * Chebyshev nodes of [0, 1]: within 2**-34 relative. y is within 2**-43
+ * of its own (|y| < 1024 rounded once, or twice without a fused
+ * multiply-add, and 1 / ln 2's rounding), and u of y - k (exact, or within
+ * 2**-54 where y < 0): the term's relative error, at most, that they
+ * cost. The argument is so reduced in two operations on AVX-512
+ * (vreducepd gives u, and vscalefpd takes y for 2**k) and three on AVX2,
+ * where d - k ln 2 in two parts, for an interval half as wide, took four:
+ * the sums' pass is mostly these operations. 2**k is built from its
+ * exponent bits, which are all 0, giving 0, at k = -1023: below -709,
+ * where the argument is raised to -709, every term is 0, -inf's included.
+ * Terms from -709 to -708.7 (k = -1023) are lost, and those down to -708
+ * lose digits below float64's smallest normal number, 2**-1022 at most:
+ * far below anything a float32 result holds. */
 #define INV_LN2 0x1.71547652b82fep+0
 #define ROUNDER 0x1.8p52
 #define LOWEST (-709.0)
-#define Q0 1.0
-#define Q1 0x1.00000028794e0p-1
-#define Q2 0x1.5555556750956p-3
-#define Q3 0x1.5554ace12113bp-5
-#define Q4 0x1.1110c63a0ad97p-7
-#define Q5 0x1.6d7531ea72a91p-10
-#define Q6 0x1.a1516a4338759p-13
+#define P0 0x1.6a09e6679e1eep-1
+#define P1 0x1.f5e4658d3cb6bp-2
+#define P2 0x1.5be28aaece3a3p-3
+#define P3 0x1.41855c0729306p-5
+#define P4 0x1.bd807257b729cp-8
+#define P5 0x1.f1dd35498219ep-11
+#define P6 0x1.a8302b9a81ae0p-14
+#define P7 0x1.00c0e4e15189cp-16
 
-/* q(r) by Horner's rule, for each path: `mul_add(a, b, c)` is a * b + c
+/* p(u) by Horner's rule, for each path: `mul_add(a, b, c)` is a * b + c
  * (fused in the vector paths), `splat(v)` the constant v in each lane. */
-#define EXP_POLY(mul_add, splat, r)                                                    \
+#define EXP_POLY(mul_add, splat, u)                                                    \
     mul_add(                                                                           \
-        mul_add(mul_add(mul_add(mul_add(mul_add(splat(Q6), r, splat(Q5)), r, splat(Q4)), \
-                                r, splat(Q3)),                                         \
-                        r, splat(Q2)),                                                 \
-                r, splat(Q1)),                                                         \
-        r, splat(Q0))
+        mul_add(                                                                       \
+            mul_add(mul_add(mul_add(mul_add(mul_add(splat(P7), u, splat(P6)), u,        \
+                                            splat(P5)),                                \
+                                    u, splat(P4)),                                     \
+                            u, splat(P3)),                                             \
+                    u, splat(P2)),                                                     \
+            u, splat(P1)),                                                             \
+        u, splat(P0))
 
 static inline double mul_add(double a, double b, double c) { return a * b + c; }
 #define SCALAR(v) (v)
@@ -92,15 +100,14 @@ static inline double mul_add(double a, double b, double c) { return a * b + c; }
 static inline double exp_shifted(double d)
 {
     d = d < LOWEST ? LOWEST : d;
-    double kr = d * INV_LN2 + ROUNDER;
-    double k = kr - ROUNDER;
-    double r = (d - k * LN2_HI) - k * LN2_LO;
-    double q = EXP_POLY(mul_add, SCALAR, r);
-    double p = 1.0 + r * q;
-    int64_t kbits, sbits;
+    double y = d * INV_LN2 + 0.5;
+    double k = floor(y);
+    double u = y - k;
+    double p = EXP_POLY(mul_add, SCALAR, u);
+    /* k's bits, as an integer in the low bits of k + ROUNDER. */
+    double kr = k + ROUNDER, rounder = ROUNDER;
+    int64_t kbits, rbits, sbits;
     memcpy(&kbits, &kr, sizeof kbits);
-    double rounder = ROUNDER;
-    int64_t rbits;
     memcpy(&rbits, &rounder, sizeof rbits);
     sbits = (int64_t)((uint64_t)(kbits - rbits + 1023) << 52);
     double scale;
@@ -182,17 +189,13 @@ VEC static inline __m256d exp_shifted4(__m256d d)
 {
     /* max(LOWEST, d): the second operand where either is NaN. */
     d = _mm256_max_pd(_mm256_set1_pd(LOWEST), d);
+    __m256d y = _mm256_fmadd_pd(d, _mm256_set1_pd(INV_LN2), _mm256_set1_pd(0.5));
+    __m256d k = _mm256_floor_pd(y);
+    __m256d p = EXP_POLY(_mm256_fmadd_pd, _mm256_set1_pd, _mm256_sub_pd(y, k));
     __m256d rounder = _mm256_set1_pd(ROUNDER);
-    __m256d kr = _mm256_fmadd_pd(d, _mm256_set1_pd(INV_LN2), rounder);
-    __m256d k = _mm256_sub_pd(kr, rounder);
-    __m256d r = _mm256_fnmadd_pd(k, _mm256_set1_pd(LN2_HI), d);
-    r = _mm256_fnmadd_pd(k, _mm256_set1_pd(LN2_LO), r);
-    __m256d q = EXP_POLY(_mm256_fmadd_pd, _mm256_set1_pd, r);
-    __m256d p = _mm256_fmadd_pd(r, q, _mm256_set1_pd(1.0));
-    __m256i kbits = _mm256_sub_epi64(_mm256_castpd_si256(kr),
-                                     _mm256_castpd_si256(rounder));
-    __m256i sbits = _mm256_slli_epi64(
-        _mm256_add_epi64(kbits, _mm256_set1_epi64x(1023)), 52);
+    __m256i kbits = _mm256_castpd_si256(_mm256_add_pd(k, rounder));
+    __m256i bias = _mm256_sub_epi64(_mm256_castpd_si256(rounder), _mm256_set1_epi64x(1023));
+    __m256i sbits = _mm256_slli_epi64(_mm256_sub_epi64(kbits, bias), 52);
     return _mm256_mul_pd(p, _mm256_castsi256_pd(sbits));
 }
 
@@ -298,21 +301,17 @@ VEC static void row_out_vec(const float *x, Py_ssize_t n, double m, double low,
  * builds it from the exponent's bits, and the ties at the maximum counted
  * from a float32 mask (x == m exactly where d is 0). On the CPUs measured,
  * the sum took about two thirds of AVX2's time. */
-#define VEC512 __attribute__((target("avx512f,avx2,fma,popcnt")))
+#define VEC512 __attribute__((target("avx512f,avx512dq,avx2,fma,popcnt")))
 
 VEC512 static inline __m512d exp_shifted8(__m512d d)
 {
-    d = _mm512_max_pd(_mm512_set1_pd(LOWEST), d);
-    __m512d rounder = _mm512_set1_pd(ROUNDER);
-    __m512d k = _mm512_sub_pd(_mm512_fmadd_pd(d, _mm512_set1_pd(INV_LN2), rounder),
-                              rounder);
-    __m512d r = _mm512_fnmadd_pd(k, _mm512_set1_pd(LN2_HI), d);
-    r = _mm512_fnmadd_pd(k, _mm512_set1_pd(LN2_LO), r);
-    __m512d q = EXP_POLY(_mm512_fmadd_pd, _mm512_set1_pd, r);
-    /* 0 at k = -1023, as AVX2's exponent bits give it: the -inf entries
-     * (raised to LOWEST) must add nothing. */
-    __mmask8 normal = _mm512_cmp_pd_mask(k, _mm512_set1_pd(-1022.5), _CMP_GT_OQ);
-    return _mm512_maskz_scalef_pd(normal, _mm512_fmadd_pd(r, q, _mm512_set1_pd(1.0)), k);
+    __m512d y = _mm512_fmadd_pd(d, _mm512_set1_pd(INV_LN2), _mm512_set1_pd(0.5));
+    /* y - floor(y), exact (imm 9: round down, no precision exception). */
+    __m512d p = EXP_POLY(_mm512_fmadd_pd, _mm512_set1_pd, _mm512_reduce_pd(y, 9));
+    /* 0 at k = floor(y) <= -1023, as AVX2's exponent bits give it; -inf
+     * (NaN in p) and every d below -709 included, without AVX2's bound. */
+    __mmask8 normal = _mm512_cmp_pd_mask(y, _mm512_set1_pd(-1022.0), _CMP_GE_OQ);
+    return _mm512_maskz_scalef_pd(normal, p, y);
 }
 
 VEC512 static double row_sum_512(const float *x, Py_ssize_t n, double m, float *keep,
@@ -363,7 +362,10 @@ static int supported(void)
     __builtin_cpu_init();
     if (!(__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")))
         return 0;
-    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("popcnt") ? 2 : 1;
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") &&
+                   __builtin_cpu_supports("popcnt")
+               ? 2
+               : 1;
 }
 
 static int use_vector(void)
