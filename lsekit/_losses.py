@@ -333,8 +333,8 @@ def cross_entropy(
     a wider dtype than the logits (which asks for that dtype's accuracy)
     take the path above. Unweighted, unmasked float32 logits of shape
     ``(N, C)`` with int64 class indices, computed eagerly on NumPy and
-    PyTorch (CPU), go to the C kernel before anything else, each
-    example's loss finished there; a call in which it leaves a row (a
+    PyTorch (CPU, under autograd too), go to the C kernel before anything
+    else, each example's loss finished there; a call in which it leaves a row (a
     maximum that is not finite, a class out of range) takes the general
     path, whose checks report bad input.
 
@@ -378,7 +378,8 @@ def cross_entropy(
     smoothing = _args.check_fraction(_FUNC, "label_smoothing", label_smoothing)
     ignore = _args.check_optional_int(_FUNC, "ignore_index", ignore_index)
     if weight is None and where is None:
-        found = _fast.loss_at_once(logits, target, axis, ignore, smoothing)
+        exact = _exact(ignore, smoothing)
+        found = _fast.loss_at_once(logits, target, axis, ignore, smoothing, exact)
         if found is not None:
             return _reduced_at_once(*found, reduction)
     xp, arr = _compat.as_arrays(
@@ -470,17 +471,16 @@ def cross_entropy(
 
 
 def _reduced_at_once(kern: ModuleType, loss: Any, counted: Any, reduction: str) -> Any:
-    """``_fast.loss_at_once``'s losses (float64, NumPy), reduced as
-    ``_impl.reduce`` reduces them, in float32 and the logits' library: in
-    NumPy's own calls, where the namespace's cost several times the
-    kernel's pass over a small batch."""
+    """``_fast.loss_at_once``'s losses (float64: NumPy's, or a tensor that
+    autograd records), reduced as ``_impl.reduce`` reduces them, in float32
+    and the logits' library: in the arrays' own methods, where the
+    namespace's cost several times the kernel's pass over a small batch."""
     if reduction != "none":
-        n = loss.size if counted is None else int(counted.sum())
+        n = loss.shape[0] if counted is None else int(counted.sum())
         # Ignored examples' losses are 0: with nothing counted, the mean
         # is 0, not 0 / 0.
         loss = loss.sum() / (max(n, 1) if reduction == "mean" else 1)
-    lib = kern.lib()
-    return _native_result(kern.from_host(lib.asarray(loss, dtype=lib.float32)))
+    return _native_result(kern.as_float32(loss))
 
 
 @_compat.compiled

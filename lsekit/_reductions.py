@@ -235,7 +235,7 @@ def logsumexp(
     keepdims = _args.check_flag("logsumexp", "keepdims", keepdims)
     return_sign = _args.check_flag("logsumexp", "return_sign", return_sign)
     if b is None and where is None and not (keepdims or return_sign):
-        found = _fast.rows_at_once(a, axis, "logsumexp")
+        found = _fast.rows_at_once(a, axis, "logsumexp", _EXACT["logsumexp"])
         if found is not None:
             return _native_result(found)
     kern = _fast.kernels(a, "logsumexp") if b is None and where is None else None
@@ -385,7 +385,7 @@ def _empty_logsumexp(
 
 def _normalised(func: str, x: Any, axis: Any, where: Any, impl: str) -> Any:
     if where is None:
-        found = _fast.rows_at_once(x, axis, impl)
+        found = _fast.rows_at_once(x, axis, impl, _EXACT[impl])
         if found is not None:
             return found
     kern = _fast.kernels(x, impl) if where is None else None

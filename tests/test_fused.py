@@ -283,14 +283,41 @@ def _spy(at_once):
     return taken, spy
 
 
+def _assert_same_gradients(monkeypatch, fast, name, spy, taken, f, x):
+    """On PyTorch, ``f`` of float32 rows ``x`` that autograd records is the
+    at-once path's (``spy``, which stands in for ``fast.<name>``): its
+    values and gradient, first and second, the general path's bit for
+    bit."""
+    import torch
+
+    def run():
+        v = torch.asarray(x, dtype=torch.float32).requires_grad_(True)
+        out = f(v)
+        seed = torch.Generator().manual_seed(1)
+        g = torch.randn(out.shape, generator=seed, dtype=out.dtype)
+        (dx,) = torch.autograd.grad(out, v, g, retain_graph=True)
+        (again,) = torch.autograd.grad(out, v, g, create_graph=True)
+        (ddx,) = torch.autograd.grad(again, v, dx)
+        return [t.detach().numpy() for t in (out, dx, ddx)]
+
+    taken.clear()
+    monkeypatch.setattr(fast, name, spy)
+    found = run()
+    assert taken == [True]
+    monkeypatch.setattr(fast, name, lambda *args: None)
+    for a, b in zip(found, run(), strict=True):
+        assert np.array_equal(a, b, equal_nan=True)
+
+
 @pytest.mark.parametrize("kind", list(PUBLIC))
 def test_rows_at_once(bk, ops, path, monkeypatch, kind):
     """float32 reduced over the last axis, computed eagerly, is the
     kernel's at once (``_fast.rows_at_once``): the same results as the
     general path's, bit for bit, in 1-D, 2-D and 3-D. Another axis,
-    ``keepdims``, float64, rows that the kernel leaves (an ``inf``, a NaN,
-    and for ``logsumexp`` a result near 0 by cancellation) and, on
-    PyTorch, tensors that autograd records take the general path."""
+    ``keepdims``, float64 and rows that the kernel leaves (an ``inf``, a
+    NaN, and for ``logsumexp`` a result near 0 by cancellation) take the
+    general path. On PyTorch, tensors that autograd records take the
+    kernel at once too, with the general path's gradients."""
     import lsekit
     import lsekit._fast as fast
 
@@ -328,10 +355,17 @@ def test_rows_at_once(bk, ops, path, monkeypatch, kind):
         near_zero = np.full((2, 40), -np.inf, np.float32)
         near_zero[:, :2] = np.float32(-np.log(2.0))
         run(near_zero, axis=-1)
-    if bk.name == "torch":
-        v = bk.asarray(x, "float32").requires_grad_(True)
-        getattr(lsekit, kind)(v, axis=-1)
     assert not any(taken)
+    if bk.name == "torch":
+        _assert_same_gradients(
+            monkeypatch,
+            fast,
+            "rows_at_once",
+            spy,
+            taken,
+            lambda v: getattr(lsekit, kind)(v, axis=-1),
+            x,
+        )
 
 
 @pytest.mark.parametrize("ignore", [None, -100])
@@ -341,8 +375,9 @@ def test_losses_at_once(bk, ops, path, monkeypatch, smoothing, ignore):
     computed eagerly, is the kernel's at once (``_fast.loss_at_once``):
     each example's within an ulp of mpmath's, the same as the general
     path's, and reduced as it reduces them (the sums within an ulp of its
-    own; an all-ignored batch's mean 0). Rows that the kernel leaves, and
-    on PyTorch tensors that autograd records, take the general path."""
+    own; an all-ignored batch's mean 0). Rows that the kernel leaves take
+    the general path. On PyTorch, tensors that autograd records take the
+    kernel at once too, with the general path's gradients."""
     import lsekit._fast as fast
 
     x = _logits(9, 40)
@@ -395,10 +430,21 @@ def test_losses_at_once(bk, ops, path, monkeypatch, smoothing, ignore):
     for r in ("mean", "sum"):
         assert abs(found[r] - general[r]) <= np.spacing(general[r]), r
     if bk.name == "torch":
-        monkeypatch.setattr(fast, "loss_at_once", spy)
-        v = bk.asarray(x, "float32").requires_grad_(True)
-        cross_entropy(v, bk.asarray(targets, "int64"), ignore_index=ignore)
-        assert taken[-1] is False
+        classes = bk.asarray(targets, "int64")
+        for r in ("none", "mean", "sum"):
+
+            def loss(v, r=r):
+                return cross_entropy(
+                    v,
+                    classes,
+                    reduction=r,
+                    ignore_index=ignore,
+                    label_smoothing=smoothing,
+                )
+
+            _assert_same_gradients(
+                monkeypatch, fast, "loss_at_once", spy, taken, loss, x
+            )
 
 
 def test_buffers(ops):

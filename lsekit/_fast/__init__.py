@@ -19,7 +19,10 @@ Eagerly (``now``), float32 reduced over the last axis is the C kernel's
 alone, and so is the loss of float32 logits of shape ``(N, C)`` and int64
 class indices: ``rows_at_once`` and ``loss_at_once`` take them before any
 of the checks, casts and layouts that other arrays need, which cost a
-small batch more than the kernel's pass.
+small batch more than the kernel's pass. NumPy's and PyTorch's modules
+give them two more functions: ``graded(x2, target, how, box)``, the
+result with the gradient of ``_autograd`` where autograd records the
+rows, and ``as_float32(v)``.
 """
 
 from __future__ import annotations
@@ -168,15 +171,22 @@ def cross_entropy(
 
 
 def loss_at_once(
-    x: Any, target: Any, axis: Any, ignore: int | None, smoothing: float
+    x: Any,
+    target: Any,
+    axis: Any,
+    ignore: int | None,
+    smoothing: float,
+    exact: Callable[[Any, Any], Any],
 ) -> tuple[ModuleType, Any, Any] | None:
     """``(kern, loss, counted)``: each example's loss in float64 (a NumPy
-    vector) and the mask of those counted (None: all), of float32 logits
-    ``x`` of shape ``(N, C)`` with the classes along ``axis`` (-1 or 1) and
-    their int64 class indices ``target`` of shape ``(N,)``, by the C kernel,
+    vector, or where autograd records ``x`` a tensor with its gradient)
+    and the mask of those counted (None: all), of float32 logits ``x`` of
+    shape ``(N, C)`` with the classes along ``axis`` (-1 or 1) and their
+    int64 class indices ``target`` of shape ``(N,)``, by the C kernel,
     where it computes every row now; ``kern`` the module of ``x``'s
-    library. None where any of that does not hold, or where a row is left
-    to the standard-only path (its maximum is not finite, its class out of
+    library, ``exact`` the standard-only loss (see ``cross_entropy``). None
+    where any of that does not hold, or where a row is left to the
+    standard-only path (its maximum is not finite, its class out of
     range): the caller's general path then takes the call, and its checks
     report bad input."""
     kern = kernels(x, "cross_entropy")
@@ -196,19 +206,24 @@ def loss_at_once(
     x2 = kern.as_rows(x, n)
     if not _fused.fits(kern, x2):
         return None
-    loss, counted, redo, _, _ = _fused.cross_entropy(kern, x2, at, ignore, smoothing)
-    return None if redo is not None else (kern, loss, counted)
+    loss, counted, redo, m, low = _fused.cross_entropy(kern, x2, at, ignore, smoothing)
+    if redo is not None:
+        return None
+    how = ("cross_entropy", ignore, exact, smoothing)
+    return kern, kern.graded(x2, target, how, [loss, m, low, None]), counted
 
 
-def rows_at_once(x: Any, axis: Any, kind: str) -> Any:
+def rows_at_once(x: Any, axis: Any, kind: str, exact: Callable[[Any], Any]) -> Any:
     """``kind`` (``"logsumexp"``, ``"log_softmax"`` or ``"softmax"``) of the
     float32 array ``x`` over its last axis (``axis``, -1 or ``x.ndim - 1``)
     by the C kernel, where it does every row now: the log-sum-exp in
-    float32, of ``x``'s shape without that axis, or the normalised rows.
-    None where any of that does not hold, or where a row is left to the
-    standard-only path (its maximum is not finite, or, for the log-sum-exp,
-    the kernel's rounding could reach half an ulp of a result near 0): the
-    caller's general path then takes the call."""
+    float32, of ``x``'s shape without that axis, or the normalised rows,
+    with their gradient where autograd records ``x`` (``exact`` is the
+    standard-only function of 2-D rows, see ``logsumexp``). None where any
+    of that does not hold, or where a row is left to the standard-only
+    path (its maximum is not finite, or, for the log-sum-exp, the kernel's
+    rounding could reach half an ulp of a result near 0): the caller's
+    general path then takes the call."""
     kern = kernels(x, kind)
     if (
         kern is None
@@ -221,13 +236,15 @@ def rows_at_once(x: Any, axis: Any, kind: str) -> Any:
     x2 = kern.as_rows(x, x.shape[-1])
     if not _fused.fits(kern, x2):
         return None
+    how = (kind, None, exact, 0.0)
     if kind == "logsumexp":
-        out, redo = _blocked.logsumexp(kern, x2)[:2]
+        out, redo, m, low = _blocked.logsumexp(kern, x2)
         if redo is not None:
             return None
-        lib = kern.lib()
-        return kern.from_host(lib.asarray(out, dtype=lib.float32)).reshape(x.shape[:-1])
+        out = kern.graded(x2, None, how, [out, m, low, None])
+        return kern.as_float32(out).reshape(x.shape[:-1])
     out, _, _, ok, _ = _fused.rows(kern, x2, kind, False)
     if not ok.all():
         return None
+    out = kern.graded(x2, None, how, [out, None])
     return out if x.ndim == 2 else out.reshape(x.shape)

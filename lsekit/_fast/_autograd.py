@@ -44,7 +44,7 @@ from . import _fused, _traced
 # in others.
 torch: Any = importlib.import_module("torch")
 
-__all__ = ["Guarded", "Rows", "pullback", "reverse", "traced"]
+__all__ = ["Guarded", "Rows", "attach", "pullback", "reverse", "traced"]
 
 Rows = Callable[[Any, Any, "int | None", str, Any], tuple[Any, tuple[Any, ...]]]
 """``rows(x2, target, ignore, kind, exact)``: ``(out, stats)`` for rows
@@ -77,10 +77,17 @@ def reverse(
     standard-only path's function of the rows (and ``target``)."""
     with torch.no_grad():
         out, stats = rows(x2.detach(), target, ignore, kind, exact)
+    return attach(x2, target, (kind, ignore, exact, smoothing), [out, *stats])
+
+
+def attach(x2: Any, target: Any, how: Any, box: list[Any]) -> Any:
+    """``box[0]``, the result that ``box`` (of ``Rows``' ``(out, stats)``,
+    tensors, flattened) holds for rows ``x2`` that autograd records, with
+    the gradient that ``how``, ``(kind, ignore, exact, smoothing)``, says
+    (see ``reverse``)."""
     # Handed over in a list: a tensor argument returned as it is would be
     # taken for a view of an input.
-    how = (kind, ignore, exact, smoothing)
-    return _Reverse.apply(x2, target, how, [out, *stats])
+    return _Reverse.apply(x2, target, how, box)
 
 
 class _Reverse(torch.autograd.Function):  # type: ignore[misc]

@@ -117,9 +117,8 @@ def _tracked(x: Any) -> bool:
 
 def now(x: Any) -> bool:
     """Whether the kernels can compute the rows of ``x`` (eligible) in this
-    call, and hand back values: eagerly, where autograd does not record
-    them."""
-    return not (_compiling() or _tracked(x))
+    call: eagerly, whether autograd records them or not (``graded``)."""
+    return not _compiling()
 
 
 def transpose(x: Any, perm: tuple[int, ...]) -> Any:
@@ -490,6 +489,31 @@ def host(x: Any) -> Any:
 def from_host(a: Any) -> Any:
     """A NumPy array as a tensor on its memory."""
     return _tensor(a)
+
+
+def graded(x2: Any, target: Any, how: Any, box: list[Any]) -> Any:
+    """``box[0]``, the kernels' result for the rows ``x2`` (NumPy arrays or
+    tensors, as are the statistics after it, those of ``_autograd.Rows``),
+    as it is where autograd does not record ``x2``; where it does, as a
+    tensor with the closed-form gradient (``_autograd.attach``; ``how`` is
+    ``(kind, ignore, exact, smoothing)``)."""
+    if not _tracked(x2):
+        return box[0]
+    from . import _autograd
+
+    torch = sys.modules["torch"]
+    box = [v if v is None or type(v) is torch.Tensor else _tensor(v) for v in box]
+    return _autograd.attach(x2, target, how, box)
+
+
+def as_float32(v: Any) -> Any:
+    """A float64 result (a tensor, or a NumPy array or scalar) in float32,
+    as a tensor."""
+    torch = sys.modules["torch"]
+    if type(v) is torch.Tensor:
+        return v.to(torch.float32)
+    np = sys.modules["numpy"]
+    return _tensor(np.asarray(v, dtype=np.float32))
 
 
 def indices(target: Any, n: int) -> Any:
