@@ -32,9 +32,8 @@ def _register() -> Any:
     """``lsekit::rows``, defined and implemented through the dispatcher's
     own registration: ``torch.library.custom_op`` wraps each call in
     Python layers of its own (autograd, the backend's lookup), which cost
-    a small batch 10 us, a third of the call (64x600 float32), for a
-    function that autograd never records (its callers' ``autograd.Function``
-    does)."""
+    a small batch a good part of the call, for a function that autograd
+    never records (its callers' ``autograd.Function`` does)."""
     global _LIBRARY
     _LIBRARY = torch.library.Library("lsekit", "DEF")
     _LIBRARY.define("rows(Tensor x, int kind) -> (Tensor, Tensor, Tensor)")
