@@ -193,9 +193,16 @@ def as_arrays(
 _DTYPES: dict[tuple[Any, ...], Any] = {}
 
 
-def _memo(key: tuple[Any, ...], find: Any) -> Any:
+def compiling() -> bool:
+    """Whether Dynamo (``torch.compile``) traces this call: a cache written
+    then would guard the compiled code on its contents, which the write
+    itself changes (a second compile, at the next call)."""
     torch = sys.modules.get("torch")
-    if torch is not None and torch.compiler.is_compiling():
+    return torch is not None and bool(torch.compiler.is_compiling())
+
+
+def _memo(key: tuple[Any, ...], find: Any) -> Any:
+    if compiling():
         return find()
     if key not in _DTYPES:
         _DTYPES[key] = find()

@@ -102,9 +102,9 @@ _BLOCK = 1 << 18
 
 # One function per ignore_index and smoothing, which JAX's kernels key
 # their compiled guards on: in a plain dict, since Dynamo warns about
-# functools.cache whenever it traces a call. Dynamo guards on the dict's
-# keys too: a key added while it traces costs a second compile, at the
-# next call, which the defaults' key, made at import, does not.
+# functools.cache whenever it traces a call. Neither read nor written while
+# Dynamo traces (see ``_compat.compiling``), which makes a function of its
+# own, in the traced code alone.
 _EXACT: dict[tuple[int | None, float], Callable[[Any, Any], Any]] = {}
 
 
@@ -113,6 +113,8 @@ def _exact(ignore: int | None, smoothing: float) -> Callable[[Any, Any], Any]:
     axis) and their class indices, smoothed by ``smoothing``, in the dtype
     it computes in (float64 where the namespace has it): for the rows that
     a fast path does not certify."""
+    if _compat.compiling():
+        return _exact_loss(ignore, smoothing)
     key = (ignore, smoothing)
     if key not in _EXACT:
         _EXACT[key] = _exact_loss(ignore, smoothing)
@@ -147,9 +149,6 @@ def _exact_loss(ignore: int | None, smoothing: float) -> Callable[[Any, Any], An
         return xp.astype(loss, work)
 
     return exact
-
-
-_EXACT[None, 0.0] = _exact_loss(None, 0.0)
 
 
 def _blocks(x: Any, i: int) -> tuple[int, list[tuple[tuple[Any, ...], ...]]]:

@@ -900,3 +900,36 @@ def test_literals():
     ``torch.cond`` (which takes no module's float) are those they stand
     for."""
     assert _bounds.rounding_factor(_traced.EXP_ULPS, 32) == 3.0
+
+
+@pytest.mark.parametrize("kind", [*KINDS, "cross_entropy_smoothed"])
+def test_compiled_once(request, monkeypatch, kind):
+    """A compiled call compiles once, from empty caches: none that its
+    trace writes (or reads) guards the code against the next call, an
+    eager call in between included. Each compile is a second or more on
+    the CPU."""
+    torch = library_session(request, "torch")
+    import lsekit._fast as fast
+    import lsekit._losses as losses
+
+    monkeypatch.setattr(fast, "_BY_TYPE", {})
+    monkeypatch.setattr(losses, "_EXACT", {})
+    graphs = []
+
+    def backend(gm, example_inputs):
+        graphs.append(gm)
+        return gm.forward
+
+    x = torch.asarray(np.random.default_rng(0).normal(size=(4, 7)).astype(np.float32))
+    loss = kind.startswith("cross_entropy")
+    args = (torch.asarray(np.array([0, 6, 3, 1])),) if loss else ()
+    f = PUBLIC[kind]
+    torch._dynamo.reset()
+    compiled = torch.compile(f, backend=backend, fullgraph=True, dynamic=False)
+    first = compiled(x, *args)
+    compiled(x, *args)
+    eager = f(x, *args)
+    again = compiled(x, *args)
+    assert len(graphs) == 1
+    assert torch.equal(first, again)
+    torch.testing.assert_close(first, eager)

@@ -32,6 +32,7 @@ from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
+from .. import _compat
 from . import _blocked, _fused, jax, numpy, torch
 
 __all__ = [
@@ -51,21 +52,29 @@ _INT64 = (-(2**63), 2**63 - 1)
 _MODULES = (numpy, torch, jax)
 
 # The kernels found for each array type: the lookup runs on every call.
+# Neither read nor written while Dynamo traces (see ``_compat.compiling``).
 _BY_TYPE: dict[type, ModuleType | None] = {}
+
+
+def _module(x: Any) -> ModuleType | None:
+    found = None
+    for module in _MODULES:
+        if module.accepts(x):
+            found = module
+    return found
 
 
 def kernels(x: Any, func: str) -> ModuleType | None:
     """The kernel module for ``x`` and the function ``func``
     (``"logsumexp"``, ``"log_softmax"``, ``"softmax"`` or
     ``"cross_entropy"``), or None when none applies to them."""
-    key = type(x)
-    if key not in _BY_TYPE:
-        found = None
-        for module in _MODULES:
-            if module.accepts(x):
-                found = module
-        _BY_TYPE[key] = found
-    kern = _BY_TYPE[key]
+    if _compat.compiling():
+        kern = _module(x)
+    else:
+        key = type(x)
+        if key not in _BY_TYPE:
+            _BY_TYPE[key] = _module(x)
+        kern = _BY_TYPE[key]
     return kern if kern is not None and kern.eligible(x, func) else None
 
 
