@@ -378,9 +378,11 @@ def cross_entropy(
     ignore = _args.check_optional_int(_FUNC, "ignore_index", ignore_index)
     if weight is None and where is None:
         exact = _exact(ignore, smoothing)
-        found = _fast.loss_at_once(logits, target, axis, ignore, smoothing, exact)
+        found = _fast.loss_at_once(
+            logits, target, axis, ignore, smoothing, exact, reduction
+        )
         if found is not None:
-            return _reduced_at_once(*found, reduction)
+            return _native_result(found)
     xp, arr = _compat.as_arrays(
         _FUNC, 2, logits=logits, target=target, weight=weight, where=where
     )
@@ -467,19 +469,6 @@ def cross_entropy(
             xp, x, t, w, mask, probabilities=probabilities, work=work, **options
         )
     return _compat.finalize(xp, xp.astype(loss, out_dtype, copy=False))
-
-
-def _reduced_at_once(kern: ModuleType, loss: Any, counted: Any, reduction: str) -> Any:
-    """``_fast.loss_at_once``'s losses (float64: NumPy's, or a tensor that
-    autograd records), reduced as ``_impl.reduce`` reduces them, in float32
-    and the logits' library: in the arrays' own methods, where the
-    namespace's cost several times the kernel's pass over a small batch."""
-    if reduction != "none":
-        n = loss.shape[0] if counted is None else int(counted.sum())
-        # Ignored examples' losses are 0: with nothing counted, the mean
-        # is 0, not 0 / 0.
-        loss = loss.sum() / (max(n, 1) if reduction == "mean" else 1)
-    return _native_result(kern.as_float32(loss))
 
 
 @_compat.compiled

@@ -458,9 +458,24 @@ def test_buffers(ops):
         kernel.rows(x, None, np.empty(2), t, None, 4, 0, 1, False)
     with pytest.raises(ValueError, match="out holds 40 bytes, not 48"):
         kernel.rows(x, np.empty(10, dtype=np.float32), m, t, None, 4, 1, 1, False)
-    kernel.rows(x, None, m, t, None, 4, 0, 1, False)
+    assert kernel.rows(x, None, m, t, None, 4, 0, 1, False) == 0
     assert m.tolist() == [0.0] * 3
     assert t.tolist() == [3.0] * 3
+    # Memory given by its address (PyTorch's tensors): as many rows as m
+    # has entries. The rows whose maximum is not finite are counted.
+    y = np.arange(12, dtype=np.float32).reshape(3, 4)
+    y[1, 2] = np.nan
+    out, m2, t2 = np.empty_like(y), np.empty(2), np.empty(2)
+    at = y.__array_interface__["data"][0]
+    where = out.__array_interface__["data"][0]
+    assert kernel.rows(at, where, m2, t2, None, 4, 1, 1, False) == 1
+    assert np.isnan(m2[1])
+    np.testing.assert_allclose(out[0], y[0] - np.log(np.exp(y[0]).sum()), rtol=1e-6)
+    assert kernel.rows(at, None, m, t, None, 4, 0, 1, False) == 1
+    with pytest.raises(ValueError, match="t holds 16 bytes, not 24"):
+        kernel.rows(at, None, m, t2, None, 4, 0, 1, False)
+    with pytest.raises(ValueError, match="no kernel of kind 4"):
+        kernel.rows(x, None, m, t, None, 4, 4, 1, False)
     c, ok = np.array([0, 1, 5]), np.empty(3, dtype=bool)
     loss, low = np.empty(3), np.empty(3)
     with pytest.raises(ValueError, match="target holds 16 bytes, not 24"):
@@ -476,6 +491,77 @@ def test_buffers(ops):
     assert np.isnan(loss[2])
     assert np.allclose(loss[0], np.log(4.0))
     assert np.allclose(low, np.log(4.0))
+    # By address: as many rows as losses.
+    at = x.__array_interface__["data"][0]
+    assert (
+        kernel.loss(
+            at, c[:2], loss[:2], m[:2], low[:2], ok[:2], None, 4, None, 0.0, 1, False
+        )
+        == 0
+    )
+    with pytest.raises(ValueError, match="m holds 24 bytes, not 16"):
+        kernel.loss(
+            at, c[:2], loss[:2], m, low[:2], ok[:2], None, 4, None, 0.0, 1, False
+        )
+
+
+# Forward-mode AD warns about PyTorch's own use of torch.jit.script.
+@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated")
+def test_torch_views_and_duals(bk, ops):
+    """PyTorch tensors whose memory is not their values take the general
+    path: a negative view (its memory holds the values' negatives) and,
+    under forward-mode AD, a dual tensor (whose tangent the kernels would
+    drop); a dual tensor's result carries the tangent of PyTorch's own
+    function, and lsekit's value. The others take the kernels however many
+    dual levels have come and gone."""
+    if bk.name != "torch":
+        pytest.skip(f"{bk.name} has no negative views or dual tensors")
+    import torch
+
+    fwd = torch.autograd.forward_ad
+    f = torch.nn.functional
+    rng = np.random.default_rng(3)
+    x = torch.asarray(rng.normal(scale=3.0, size=(5, 7)), dtype=torch.float32)
+    v = torch.asarray(rng.normal(size=(5, 7)), dtype=torch.float32)
+    t = torch.asarray(rng.integers(7, size=5))
+    pairs = {
+        "logsumexp": (
+            lambda a: logsumexp(a, axis=-1),
+            lambda a: torch.logsumexp(a, -1),
+        ),
+        "softmax": (lambda a: softmax(a, axis=-1), lambda a: f.softmax(a, -1)),
+        "log_softmax": (
+            lambda a: log_softmax(a, axis=-1),
+            lambda a: f.log_softmax(a, -1),
+        ),
+        "cross_entropy": (
+            lambda a: cross_entropy(a, t, reduction="none"),
+            lambda a: f.cross_entropy(a, t, reduction="none"),
+        ),
+    }
+    neg = torch._neg_view(-x)
+    assert neg.is_neg()
+    assert torch.equal(neg, x)
+    for name, (ours, theirs) in pairs.items():
+        np.testing.assert_allclose(
+            ours(neg).numpy(), ours(x).numpy(), rtol=4e-7, atol=1e-7, err_msg=name
+        )
+        with fwd.dual_level():
+            dual = fwd.make_dual(x, v)
+            got = fwd.unpack_dual(ours(dual))
+            want = fwd.unpack_dual(theirs(dual))
+        assert got.tangent is not None, name
+        np.testing.assert_allclose(
+            got.primal.numpy(), ours(x).numpy(), rtol=4e-7, atol=1e-7, err_msg=name
+        )
+        np.testing.assert_allclose(
+            got.tangent.numpy(),
+            want.tangent.numpy(),
+            rtol=1e-4,
+            atol=1e-5,
+            err_msg=name,
+        )
+        assert ops.eligible(x, name), name
 
 
 # Inductor's and Dynamo's own DeprecationWarnings, as in test_traced.py.
@@ -495,13 +581,13 @@ def test_compiled(bk, ops, monkeypatch):
         pytest.skip(f"{bk.name} has no torch.compile")
     torch = bk.xp
     kinds = []
-    original = _fused.rows
+    original = _fused.run
 
-    def rows(ops_, x2, kind, sums):
+    def run(ops_, x2, kind, sums=False):
         kinds.append(kind)
         return original(ops_, x2, kind, sums)
 
-    monkeypatch.setattr(_fused, "rows", rows)
+    monkeypatch.setattr(_fused, "run", run)
     x = _logits(16, 40)
     y = torch.asarray(np.arange(16) % 40)
     funcs = {**PUBLIC, "cross_entropy": lambda v: cross_entropy(v, y)}

@@ -47,7 +47,7 @@ def kernel(request, bk, monkeypatch):
     calls = []
     if request.param == "fused":
         require_kernel()
-        for name in ("rows", "cross_entropy"):
+        for name in ("rows", "run", "cross_entropy"):
             monkeypatch.setattr(_fused, name, _spy(getattr(_fused, name), calls))
     else:
         original = _widened._split

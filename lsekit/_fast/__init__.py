@@ -186,18 +186,19 @@ def loss_at_once(
     ignore: int | None,
     smoothing: float,
     exact: Callable[[Any, Any], Any],
-) -> tuple[ModuleType, Any, Any] | None:
-    """``(kern, loss, counted)``: each example's loss in float64 (a NumPy
-    vector, or where autograd records ``x`` a tensor with its gradient)
-    and the mask of those counted (None: all), of float32 logits ``x`` of
-    shape ``(N, C)`` with the classes along ``axis`` (-1 or 1) and their
-    int64 class indices ``target`` of shape ``(N,)``, by the C kernel,
-    where it computes every row now; ``kern`` the module of ``x``'s
-    library, ``exact`` the standard-only loss (see ``cross_entropy``). None
-    where any of that does not hold, or where a row is left to the
-    standard-only path (its maximum is not finite, its class out of
-    range): the caller's general path then takes the call, and its checks
-    report bad input."""
+    reduction: str,
+) -> Any:
+    """The loss of float32 logits ``x`` of shape ``(N, C)`` with the classes
+    along ``axis`` (-1 or 1) and their int64 class indices ``target`` of
+    shape ``(N,)``, by the C kernel, where it computes every row now: each
+    example's in float64, reduced by ``reduction`` (``"none"``,
+    ``"mean"`` or ``"sum"``) as ``_core.losses.reduce`` reduces them,
+    rounded to float32, in ``x``'s library (a NumPy array, or a tensor
+    with its gradient where autograd records ``x``). ``exact`` is the
+    standard-only loss (see ``cross_entropy``). None where any of that
+    does not hold, or where a row is left to the standard-only path (its
+    maximum is not finite, its class out of range): the caller's general
+    path then takes the call, and its checks report bad input."""
     kern = kernels(x, "cross_entropy")
     if (
         kern is None
@@ -218,8 +219,15 @@ def loss_at_once(
     loss, counted, redo, m, low = _fused.cross_entropy(kern, x2, at, ignore, smoothing)
     if redo is not None:
         return None
-    how = ("cross_entropy", ignore, exact, smoothing)
-    return kern, kern.graded(x2, target, how, [loss, m, low, None]), counted
+    count = None
+    if reduction != "none":
+        # Ignored examples' losses are 0: with nothing counted, the mean
+        # is 0, not 0 / 0.
+        count = nrows if counted is None else int(counted.sum())
+        count = max(count, 1) if reduction == "mean" else 1
+        loss = loss.sum() / count
+    how = ("cross_entropy", ignore, exact, smoothing, count)
+    return kern.graded(x2, target, how, [kern.as_float32(loss), m, low, None])
 
 
 def rows_at_once(x: Any, axis: Any, kind: str, exact: Callable[[Any], Any]) -> Any:
@@ -245,15 +253,15 @@ def rows_at_once(x: Any, axis: Any, kind: str, exact: Callable[[Any], Any]) -> A
     x2 = kern.as_rows(x, x.shape[-1])
     if not _fused.fits(kern, x2):
         return None
-    how = (kind, None, exact, 0.0)
+    how = (kind, None, exact, 0.0, None)
     if kind == "logsumexp":
         out, redo, m, low = _blocked.logsumexp(kern, x2)
         if redo is not None:
             return None
-        out = kern.graded(x2, None, how, [out, m, low, None])
-        return kern.as_float32(out).reshape(x.shape[:-1])
-    out, _, _, ok, _ = _fused.rows(kern, x2, kind, False)
-    if not ok.all():
+        out = kern.graded(x2, None, how, [kern.as_float32(out), m, low, None])
+        return out.reshape(x.shape[:-1])
+    out, _, _, left, _ = _fused.run(kern, x2, kind)
+    if left:
         return None
     out = kern.graded(x2, None, how, [out, None])
     return out if x.ndim == 2 else out.reshape(x.shape)

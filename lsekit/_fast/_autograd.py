@@ -77,14 +77,19 @@ def reverse(
     standard-only path's function of the rows (and ``target``)."""
     with torch.no_grad():
         out, stats = rows(x2.detach(), target, ignore, kind, exact)
-    return attach(x2, target, (kind, ignore, exact, smoothing), [out, *stats])
+    return attach(x2, target, (kind, ignore, exact, smoothing, None), [out, *stats])
 
 
 def attach(x2: Any, target: Any, how: Any, box: list[Any]) -> Any:
     """``box[0]``, the result that ``box`` (of ``Rows``' ``(out, stats)``,
     tensors, flattened) holds for rows ``x2`` that autograd records, with
-    the gradient that ``how``, ``(kind, ignore, exact, smoothing)``, says
-    (see ``reverse``)."""
+    the gradient that ``how``, ``(kind, ignore, exact, smoothing, count)``,
+    says (see ``reverse``). ``count`` is None where ``box[0]`` holds a
+    result per row; where it is the loss's sum over the rows divided by
+    ``count`` (an int), reduced in float64 and rounded to float32 (as
+    ``_core.losses.reduce`` does), the gradient is the reduction's too:
+    each operation that autograd records costs a small batch several
+    microseconds, forward and back."""
     # Handed over in a list: a tensor argument returned as it is would be
     # taken for a view of an input.
     return _Reverse.apply(x2, target, how, box)
@@ -96,7 +101,7 @@ class _Reverse(torch.autograd.Function):  # type: ignore[misc]
 
     @staticmethod
     def forward(ctx: Any, x2: Any, target: Any, how: Any, box: Any) -> Any:
-        ctx.kind, ctx.ignore, ctx.exact, ctx.smoothing = how
+        ctx.kind, ctx.ignore, ctx.exact, ctx.smoothing, ctx.count = how
         # The gradients of softmax and log_softmax come from their output
         # alone: the rows, as large, are kept for them only where some are
         # recomputed.
@@ -113,12 +118,25 @@ class _Reverse(torch.autograd.Function):  # type: ignore[misc]
             # through the standard-only path's graph.
             if x2 is None:
                 return _from_output(ctx.kind, out, g), None, None, None
+            g = _per_row(ctx.kind, g, ctx.count, x2.shape[0])
             return _recomputed(ctx.exact, x2, target, g, True), None, None, None
-        dx = _slope(ctx.kind, x2, target, ctx.ignore, out, stats, g, ctx.smoothing)
+        dx = _slope(ctx, x2, target, out, stats, g)
         if redo is not None:
+            g = _per_row(ctx.kind, g, ctx.count, x2.shape[0])
             some = None if target is None else target[redo]
             dx[redo] = _recomputed(ctx.exact, x2[redo], some, g[redo])
         return dx, None, None, None
+
+
+def _per_row(kind: str, g: Any, count: int | None, nrows: int) -> Any:
+    """The gradient ``g`` of ``_Reverse``'s result as that of each row's,
+    in float64 for ``logsumexp`` and the loss, which are computed in
+    float64 whatever the result's dtype: the gradient of the rounding to
+    it, and of the reduction (``count``, see ``attach``)."""
+    if kind not in ("logsumexp", "cross_entropy"):
+        return g
+    g = g.to(torch.float64)
+    return g if count is None else (g / count).expand(nrows)
 
 
 def _recomputed(
@@ -143,17 +161,9 @@ def _from_output(kind: str, out: Any, g: Any) -> Any:
     return g - out.exp() * g.sum(1, keepdim=True)
 
 
-def _slope(
-    kind: str,
-    x2: Any,
-    target: Any,
-    ignore: int | None,
-    out: Any,
-    stats: list[Any],
-    g: Any,
-    smoothing: float,
-) -> Any:
-    """The closed-form gradient in the rows ``x2``, given ``g``.
+def _slope(ctx: Any, x2: Any, target: Any, out: Any, stats: list[Any], g: Any) -> Any:
+    """The closed-form gradient in the rows ``x2`` of ``_Reverse``'s ``ctx``,
+    given ``g``.
 
     Those of ``softmax`` and ``log_softmax`` are PyTorch's own, from the
     output. Those of ``logsumexp`` and ``cross_entropy`` take ``p = exp(x -
@@ -161,24 +171,26 @@ def _slope(
     ``1 + t = exp(low)`` in float64, where ``exp(x - lse)`` would pass on
     the rounding of ``lse`` itself (``|lse|`` ulps, 60 at 700 in float64).
     float32 rows take ``p`` times ``g`` from the C kernel where it was
-    built (``_fused.slope``): one pass where PyTorch's operations take
+    built (``_fused_slope``): one pass where PyTorch's operations take
     three, and the shift exact.
     """
+    kind = ctx.kind
     if kind == "softmax":
         return torch._softmax_backward_data(g, out, 1, out.dtype)
     if kind == "log_softmax":
         return torch._log_softmax_backward_data(g, out, 1, out.dtype)
     m, low = stats[0], stats[1]
+    ops = importlib.import_module(f"{__package__}.torch")
+    if _fused.fits(ops, x2):
+        return _fused_slope(ops, ctx, x2, target, m, low, g)
+    ignore, smoothing = ctx.ignore, ctx.smoothing
+    g = _per_row(kind, g, ctx.count, x2.shape[0])
     if ignore is not None:
         # The rows whose target is ignored: a constant loss.
         g = torch.where(target != ignore, g, 0.0)
     scale = g * torch.exp(-low)
-    ops = importlib.import_module(f"{__package__}.torch")
-    if _fused.fits(ops, x2):
-        dx = _fused.slope(ops, x2, m.numpy(), scale.detach().numpy())
-    else:
-        dx = torch.sub(x2, m.to(x2.dtype)[:, None]).exp_()
-        dx.mul_(scale.to(x2.dtype)[:, None])
+    dx = torch.sub(x2, m.to(x2.dtype)[:, None]).exp_()
+    dx.mul_(scale.to(x2.dtype)[:, None])
     if kind == "cross_entropy":
         # The target's own term, -(1 - eps) x[target], and the smoothing's,
         # -eps / n sum(x).
@@ -187,6 +199,34 @@ def _slope(
         dx.scatter_add_(1, at[:, None], hit)
         if smoothing:
             dx.sub_((smoothing / x2.shape[1] * g).to(x2.dtype)[:, None])
+    return dx
+
+
+def _fused_slope(
+    ops: Any, ctx: Any, x2: Any, target: Any, m: Any, low: Any, g: Any
+) -> Any:
+    """``_slope`` of float32 rows: theirs by the C kernel, the values per
+    row (``_per_row``'s, the same operations) in NumPy's, which cost a
+    small batch a microsecond each where PyTorch's cost several."""
+    np = importlib.import_module("numpy")
+    nrows, n = x2.shape
+    g = g.detach().numpy().astype(np.float64)
+    if ctx.count is not None:
+        g = g / ctx.count
+    g = np.broadcast_to(g, (nrows,))
+    at = None if target is None else target.numpy()
+    if ctx.ignore is not None:
+        # The rows whose target is ignored: a constant loss.
+        skip = at == ctx.ignore
+        g, at = np.where(skip, 0.0, g), np.where(skip, 0, at)
+    dx = _fused.slope(ops, x2, m.numpy(), g * np.exp(-low.numpy()))
+    if ctx.kind == "cross_entropy":
+        # The target's own term, -(1 - eps) x[target], and the smoothing's,
+        # -eps / n sum(x), rounded to float32 and added as PyTorch adds.
+        d = dx.numpy()
+        d[np.arange(nrows), at] += (-(1.0 - ctx.smoothing) * g).astype(np.float32)
+        if ctx.smoothing:
+            d -= (ctx.smoothing / n * g).astype(np.float32)[:, None]
     return dx
 
 

@@ -27,7 +27,7 @@ import sys
 from types import ModuleType
 from typing import Any
 
-__all__ = ["cross_entropy", "fits", "rows", "slope", "status", "ulps"]
+__all__ = ["cross_entropy", "fits", "rows", "run", "slope", "status", "ulps"]
 
 # False sends float32 rows to the other kernels (``_widened``,
 # ``_blocked``), which the tests exercise with it.
@@ -77,18 +77,44 @@ def ulps(n: int) -> float:
     return 2.0**-10 + n * 2.0**-30
 
 
-def _threads(ops: ModuleType, x2: Any) -> tuple[int, bool]:
-    """The threads to split the rows among, and whether they are the
-    library's OpenMP team."""
-    kernel = _load()
-    assert kernel is not None
-    if x2.shape[0] * x2.shape[1] < PARALLEL:
+def _threads(ops: ModuleType, entries: int) -> tuple[int, bool]:
+    """The threads to split ``entries`` entries' rows among, and whether
+    they are the library's OpenMP team."""
+    if entries < PARALLEL:
         return 1, False
     threads, team = ops.threads()
     if team is not None and ops.__name__ not in _pooled:
+        kernel = _load()
+        assert kernel is not None
         kernel.pool(*team)
         _pooled.add(ops.__name__)
     return threads, team is not None
+
+
+def run(ops: ModuleType, x2: Any, kind: str, sums: bool = False) -> tuple[Any, ...]:
+    """``(out, m, t, left, total)`` of the C-contiguous float32 rows ``x2``:
+    those of ``rows``, with ``left`` the number of rows not done in place
+    of their mask, which costs a small batch's call a microsecond more."""
+    np = sys.modules["numpy"]
+    kernel = _load()
+    assert kernel is not None
+    nrows, n = x2.shape
+    out = None if kind == "logsumexp" else ops.empty_like(x2)
+    m, t = np.empty(nrows), np.empty(nrows)
+    total = np.empty(nrows) if sums else None
+    threads, shared = _threads(ops, nrows * n)
+    left = kernel.rows(
+        ops.memory(x2),
+        None if out is None else ops.memory(out),
+        m,
+        t,
+        total,
+        n,
+        _KINDS[kind],
+        threads,
+        shared,
+    )
+    return out, m, t, left, total
 
 
 def rows(
@@ -98,27 +124,8 @@ def rows(
     ``_blocked._rows`` gives them: ``out`` the normalised rows (None for
     ``"logsumexp"``), ``m`` and ``t`` in float64, ``ok`` the rows done,
     ``total`` with ``sums`` each row's sum of entries in float64."""
-    np = sys.modules["numpy"]
-    kernel = _load()
-    assert kernel is not None
-    a = ops.host(x2)
-    nrows, n = a.shape
-    out = None if kind == "logsumexp" else ops.empty_like(x2)
-    m, t = np.empty(nrows), np.empty(nrows)
-    total = np.empty(nrows) if sums else None
-    threads, shared = _threads(ops, x2)
-    kernel.rows(
-        a,
-        None if out is None else ops.host(out),
-        m,
-        t,
-        total,
-        n,
-        _KINDS[kind],
-        threads,
-        shared,
-    )
-    return out, m, t, np.isfinite(m), total
+    out, m, t, _, total = run(ops, x2, kind, sums)
+    return out, m, t, sys.modules["numpy"].isfinite(m), total
 
 
 def cross_entropy(
@@ -137,9 +144,20 @@ def cross_entropy(
     loss, m, low = np.empty(nrows), np.empty(nrows), np.empty(nrows)
     ok = np.empty(nrows, dtype=bool)
     total = np.empty(nrows) if smoothing else None
-    threads, shared = _threads(ops, x2)
+    threads, shared = _threads(ops, nrows * n)
     left = kernel.loss(
-        ops.host(x2), c, loss, m, low, ok, total, n, ignore, smoothing, threads, shared
+        ops.memory(x2),
+        c,
+        loss,
+        m,
+        low,
+        ok,
+        total,
+        n,
+        ignore,
+        smoothing,
+        threads,
+        shared,
     )
     counted = None if ignore is None else c != ignore
     return loss, counted, (~ok if left else None), m, low
@@ -155,12 +173,12 @@ def slope(ops: ModuleType, x2: Any, m: Any, scale: Any) -> Any:
     kernel = _load()
     assert kernel is not None
     out = ops.empty_like(x2)
-    threads, shared = _threads(ops, x2)
+    threads, shared = _threads(ops, x2.shape[0] * x2.shape[1])
     kernel.rows(
-        ops.host(x2),
-        ops.host(out),
-        np.array(m, dtype=np.float64),
-        np.array(scale, dtype=np.float64),
+        ops.memory(x2),
+        ops.memory(out),
+        np.ascontiguousarray(m, dtype=np.float64),
+        np.ascontiguousarray(scale, dtype=np.float64),
         None,
         x2.shape[1],
         _KINDS["slope"],

@@ -35,14 +35,14 @@ def _register() -> Any:
     a small batch a good part of the call, for a function that autograd
     never records (its callers' ``autograd.Function`` does)."""
     global _LIBRARY
+    ops = importlib.import_module(f"{__package__}.torch")
     _LIBRARY = torch.library.Library("lsekit", "DEF")
     _LIBRARY.define("rows(Tensor x, int kind) -> (Tensor, Tensor, Tensor)")
 
     def rows(x: Any, kind: int) -> tuple[Any, Any, Any]:
         """``(out, m, t)`` of the float32 rows ``x``, as ``_fused.rows``
         gives them (``out`` empty for ``logsumexp``)."""
-        ops = importlib.import_module(f"{__package__}.torch")
-        out, m, t, _, _ = _fused.rows(ops, x.contiguous(), KINDS[kind], False)
+        out, m, t, _, _ = _fused.run(ops, x.contiguous(), KINDS[kind])
         if out is None:
             out = x.new_empty((0,))
         return out, torch.from_numpy(m), torch.from_numpy(t)

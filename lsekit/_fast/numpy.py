@@ -160,6 +160,12 @@ def host(x: Any) -> Any:
     return x
 
 
+def memory(x: Any) -> Any:
+    """What ``_fused``'s kernel takes for the memory of the C-contiguous
+    ``x``: the array itself, a buffer."""
+    return x
+
+
 def from_host(a: Any) -> Any:
     """A NumPy array as this library's: itself."""
     return a
