@@ -33,7 +33,7 @@ from types import ModuleType
 from typing import Any
 
 from .. import _compat
-from . import _blocked, _fused, jax, numpy, torch
+from . import _fused, jax, numpy, torch
 
 __all__ = [
     "cross_entropy",
@@ -255,9 +255,10 @@ def rows_at_once(x: Any, axis: Any, kind: str, exact: Callable[[Any], Any]) -> A
         return None
     how = (kind, None, exact, 0.0, None)
     if kind == "logsumexp":
-        out, redo, m, low = _blocked.logsumexp(kern, x2)
-        if redo is not None:
+        found = _fused.logsumexp_now(kern, x2)
+        if found is None:
             return None
+        out, m, low = found
         out = kern.graded(x2, None, how, [kern.as_float32(out), m, low, None])
         return out.reshape(x.shape[:-1])
     out, _, _, left, _ = _fused.run(kern, x2, kind)
