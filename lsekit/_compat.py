@@ -159,7 +159,18 @@ def as_arrays(
         v is None or type(v) is torch.Tensor for v in named.values()
     ):
         # Tensors alone: the namespace is known, and so are the devices.
-        found = {k: v.device for k, v in named.items() if v is not None}
+        found = {}
+        for k, v in named.items():
+            if v is None:
+                continue
+            if v.layout is not torch.strided:
+                # Sparse and other layouts have none of the strided
+                # operations that the Array API's functions are made of.
+                raise TypeError(
+                    f"{func}() argument {k!r} must be a dense tensor (layout "
+                    f"torch.strided), got layout {v.layout}"
+                )
+            found[k] = v.device
         _same_device(func, found)
         return _torch_namespace(), dict(named)
     xp = _namespace(func, named)

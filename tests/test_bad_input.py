@@ -29,6 +29,10 @@ T = np.array([0, 2])  # class indices for X: one per row
 P = np.full(X.shape, 1 / 3)  # class probabilities for X
 
 
+def _torch_sparse(shape: tuple[int, ...], dtype: str = "float32") -> Any:
+    return _torch_ones(shape, dtype).to_sparse()
+
+
 def _torch_ones(
     shape: tuple[int, ...], dtype: str = "float64", device: str = "cpu"
 ) -> Any:
@@ -116,6 +120,10 @@ def _common_rows(name: str) -> list[Any]:
          ValueError,
          rf"{fn} got arrays on different devices \({arg} on cpu, where on meta\)",
          "torch-cpu-x-meta-where"),
+        (lambda: f(_torch_sparse((2, 3))), TypeError,
+         rf"{fn} argument '{arg}' must be a dense tensor \(layout torch\.strided\), "
+         r"got layout torch\.sparse_coo$",
+         "torch-sparse"),
         # two array libraries
         (lambda: f(X, where=_torch_ones((2, 3), "bool")), TypeError,
          rf"{fn} got arrays from different libraries \({arg} is numpy\.ndarray, "
@@ -401,6 +409,14 @@ def _cross_entropy_rows() -> list[Any]:
          rf"{fn} got arrays on different devices \(logits on cpu, "
          r"target on meta\)",
          "torch-cpu-logits-meta-target"),
+        (lambda: ce(_torch_sparse((2, 3)), _torch_ones((2,), "int64")), TypeError,
+         rf"{fn} argument 'logits' must be a dense tensor \(layout "
+         r"torch\.strided\), got layout torch\.sparse_coo$",
+         "torch-sparse-logits"),
+        (lambda: ce(_torch_ones((2, 3)), _torch_sparse((2,), "int64")), TypeError,
+         rf"{fn} argument 'target' must be a dense tensor \(layout "
+         r"torch\.strided\), got layout torch\.sparse_coo$",
+         "torch-sparse-target"),
         # The options are keyword-only; Python itself refuses them by position.
         (lambda: ce(X, T, -1), TypeError,
          rf"{fn} takes 2 positional arguments but 3 were given$",
@@ -498,6 +514,10 @@ def _logmatmulexp_rows() -> list[Any]:
          ValueError,
          rf"{fn} got arrays on different devices \(a on cpu, b on meta\)",
          "torch-cpu-a-meta-b"),
+        (lambda: lme(_torch_ones((2, 3)), _torch_sparse((3, 2))), TypeError,
+         rf"{fn} argument 'b' must be a dense tensor \(layout torch\.strided\), "
+         r"got layout torch\.sparse_coo$",
+         "torch-sparse-b"),
         # Both operands are positional-only, as in matmul.
         (lambda: lme(a=X, b=X.T), TypeError,
          rf"{fn} got some positional-only arguments passed as keyword "

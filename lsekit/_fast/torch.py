@@ -92,13 +92,18 @@ def _compiling() -> bool:
 
 def eligible(x: Any, func: str) -> bool:
     """Whether the kernels compute ``func`` of ``x``: float32 or float64
-    on the CPU, not empty, and no derivative taken
+    on the CPU, dense, not empty, and no derivative taken
     but autograd's. Under ``torch.compile``: float32 alone, and no
     ``torch.func`` transform, whose tensors ``torch.cond`` does not take
     (Dynamo breaks the graph at the check there, and the eager check
     sends them to the standard-only path)."""
     torch = sys.modules["torch"]
-    if not (x.dtype in (torch.float32, torch.float64) and x.is_cpu and x.numel() > 0):
+    if not (
+        x.dtype in (torch.float32, torch.float64)
+        and x.is_cpu
+        and x.layout is torch.strided
+        and x.numel() > 0
+    ):
         return False
     if _compiling():
         level = torch._C._functorch.maybe_current_level()
@@ -537,6 +542,7 @@ def indices(target: Any, n: int) -> Any:
         type(target) is torch.Tensor
         and target.dtype == torch.int64
         and target.is_cpu
+        and target.layout is torch.strided
         and target.shape == (n,)
         # Batched by vmap: wrapped. (The caller asks while nothing traces.)
         and not torch._C._functorch.is_functorch_wrapped_tensor(target)
