@@ -237,13 +237,14 @@ VEC static float row_max_vec(const float *x, Py_ssize_t n, double *total)
 }
 
 VEC static double row_sum_vec(const float *x, Py_ssize_t n, double m, float *keep,
-                              double *ties)
+                              double *ties, const float *ahead)
 {
     __m256d mv = _mm256_set1_pd(m), one = _mm256_set1_pd(1.0);
     __m256d s0 = _mm256_setzero_pd(), s1 = _mm256_setzero_pd();
     __m256d c0 = _mm256_setzero_pd(), c1 = _mm256_setzero_pd();
     Py_ssize_t i = 0;
     for (; i + 8 <= n; i += 8) {
+        _mm_prefetch((const char *)(ahead + i), _MM_HINT_T1);
         __m256d d0 = _mm256_sub_pd(_mm256_cvtps_pd(_mm_loadu_ps(x + i)), mv);
         __m256d d1 = _mm256_sub_pd(_mm256_cvtps_pd(_mm_loadu_ps(x + i + 4)), mv);
         __m256d e0 = exp_shifted4(d0), e1 = exp_shifted4(d1);
@@ -315,7 +316,7 @@ VEC512 static inline __m512d exp_shifted8(__m512d d)
 }
 
 VEC512 static double row_sum_512(const float *x, Py_ssize_t n, double m, float *keep,
-                                 double *ties)
+                                 double *ties, const float *ahead)
 {
     __m512d mv = _mm512_set1_pd(m);
     __m512 mf = _mm512_set1_ps((float)m);
@@ -323,6 +324,7 @@ VEC512 static double row_sum_512(const float *x, Py_ssize_t n, double m, float *
     long long c = 0;
     Py_ssize_t i = 0;
     for (; i + 16 <= n; i += 16) {
+        _mm_prefetch((const char *)(ahead + i), _MM_HINT_T1);
         __m512d d0 = _mm512_sub_pd(_mm512_cvtps_pd(_mm256_loadu_ps(x + i)), mv);
         __m512d d1 = _mm512_sub_pd(_mm512_cvtps_pd(_mm256_loadu_ps(x + i + 8)), mv);
         __m512d e0 = exp_shifted8(d0), e1 = exp_shifted8(d1);
@@ -336,7 +338,7 @@ VEC512 static double row_sum_512(const float *x, Py_ssize_t n, double m, float *
         s1 = _mm512_mask_add_pd(s1, (__mmask8)~(z >> 8), s1, e1);
     }
     double c_rest;
-    double s = row_sum_vec(x + i, n - i, m, keep ? keep + i : NULL, &c_rest);
+    double s = row_sum_vec(x + i, n - i, m, keep ? keep + i : NULL, &c_rest, ahead + i);
     *ties = (double)c + c_rest;
     return _mm512_reduce_add_pd(_mm512_add_pd(s0, s1)) + s;
 }
@@ -426,6 +428,12 @@ static void run_rows(const Job *job)
             continue;
         }
         double *total = job->total ? job->total + r : NULL;
+        /* The sums' pass is arithmetic on a row in cache and the maxima's
+         * a read from memory: the sums prefetch the next row into L2 as
+         * they go, so that the two overlap (at (512, 8192) float32, a
+         * tenth of the call). The last row prefetches itself, for
+         * nothing. */
+        const float *ahead = r + 1 < job->r1 ? x + n : x;
         float *keep = job->kind == SOFTMAX ? job->out + r * n : NULL;
         double ties, s;
         float mf;
@@ -435,9 +443,9 @@ static void run_rows(const Job *job)
             if (!isfinite(mf))
                 s = NAN;
             else if (vec == 2)
-                s = row_sum_512(x, n, mf, keep, &ties);
+                s = row_sum_512(x, n, mf, keep, &ties, ahead);
             else
-                s = row_sum_vec(x, n, mf, keep, &ties);
+                s = row_sum_vec(x, n, mf, keep, &ties, ahead);
         } else
 #endif
         {
