@@ -302,7 +302,7 @@ VEC static void row_out_vec(const float *x, Py_ssize_t n, double m, double low,
  * builds it from the exponent's bits, and the ties at the maximum counted
  * from a float32 mask (x == m exactly where d is 0). On the CPUs measured,
  * the sum took about two thirds of AVX2's time. */
-#define VEC512 __attribute__((target("avx512f,avx512dq,avx2,fma,popcnt")))
+#define VEC512 __attribute__((target("avx512f,avx512dq,avx2,fma,popcnt,prfchw")))
 
 VEC512 static inline __m512d exp_shifted8(__m512d d)
 {
@@ -316,7 +316,7 @@ VEC512 static inline __m512d exp_shifted8(__m512d d)
 }
 
 VEC512 static double row_sum_512(const float *x, Py_ssize_t n, double m, float *keep,
-                                 double *ties, const float *ahead)
+                                 double *ties, const float *ahead, float *written)
 {
     __m512d mv = _mm512_set1_pd(m);
     __m512 mf = _mm512_set1_ps((float)m);
@@ -325,6 +325,8 @@ VEC512 static double row_sum_512(const float *x, Py_ssize_t n, double m, float *
     Py_ssize_t i = 0;
     for (; i + 16 <= n; i += 16) {
         _mm_prefetch((const char *)(ahead + i), _MM_HINT_T1);
+        if (written)
+            __builtin_prefetch(written + i, 1, 2);
         __m512d d0 = _mm512_sub_pd(_mm512_cvtps_pd(_mm256_loadu_ps(x + i)), mv);
         __m512d d1 = _mm512_sub_pd(_mm512_cvtps_pd(_mm256_loadu_ps(x + i + 8)), mv);
         __m512d e0 = exp_shifted8(d0), e1 = exp_shifted8(d1);
@@ -428,22 +430,25 @@ static void run_rows(const Job *job)
             continue;
         }
         double *total = job->total ? job->total + r : NULL;
-        /* The sums' pass is arithmetic on a row in cache and the maxima's
-         * a read from memory: the sums prefetch the next row into L2 as
-         * they go, so that the two overlap (at (512, 8192) float32, a
-         * tenth of the call). The last row prefetches itself, for
-         * nothing. */
-        const float *ahead = r + 1 < job->r1 ? x + n : x;
         float *keep = job->kind == SOFTMAX ? job->out + r * n : NULL;
         double ties, s;
         float mf;
 #if LSE_X86
+        /* The sums' pass is arithmetic on a row in cache and the maxima's
+         * a read from memory: the vector sums prefetch the next row into
+         * L2 as they go, so that the two overlap (at (512, 8192) float32,
+         * a tenth of the call). The last row prefetches itself, for
+         * nothing. AVX-512's, whose CPUs have PREFETCHW, prefetch
+         * log_softmax's output row for writing too, which its last pass
+         * writes: its reads for ownership overlap them as well. */
+        const float *ahead = r + 1 < job->r1 ? x + n : x;
+        float *written = job->kind == LOG_SOFTMAX ? job->out + r * n : NULL;
         if (vec) {
             mf = row_max_vec(x, n, total);
             if (!isfinite(mf))
                 s = NAN;
             else if (vec == 2)
-                s = row_sum_512(x, n, mf, keep, &ties, ahead);
+                s = row_sum_512(x, n, mf, keep, &ties, ahead, written);
             else
                 s = row_sum_vec(x, n, mf, keep, &ties, ahead);
         } else
