@@ -452,10 +452,13 @@ def test_buffers(ops):
     kernel = _fused._load()
     x = np.zeros((3, 4), dtype=np.float32)
     m, t = np.empty(3), np.empty(3)
-    with pytest.raises(ValueError, match="48 bytes are not rows of 5 float32"):
+    # The rows are as many as m has entries.
+    with pytest.raises(ValueError, match="x holds 48 bytes, not 60"):
         kernel.rows(x, None, m, t, None, 5, 0, 1, False)
-    with pytest.raises(ValueError, match="m holds 16 bytes, not 24"):
+    with pytest.raises(ValueError, match="x holds 48 bytes, not 32"):
         kernel.rows(x, None, np.empty(2), t, None, 4, 0, 1, False)
+    with pytest.raises(ValueError, match="no kernel of kind 0 over rows of 0"):
+        kernel.rows(x, None, m, t, None, 0, 0, 1, False)
     with pytest.raises(ValueError, match="out holds 40 bytes, not 48"):
         kernel.rows(x, np.empty(10, dtype=np.float32), m, t, None, 4, 1, 1, False)
     assert kernel.rows(x, None, m, t, None, 4, 0, 1, False) == 0
@@ -503,6 +506,8 @@ def test_buffers(ops):
         kernel.loss(
             at, c[:2], loss[:2], m, low[:2], ok[:2], None, 4, None, 0.0, 1, False
         )
+    with pytest.raises(ValueError, match="x holds 48 bytes, not 36"):
+        kernel.loss(x, c, loss, m, low, ok, None, 3, None, 0.0, 1, False)
 
 
 # Forward-mode AD warns about PyTorch's own use of torch.jit.script.

@@ -612,48 +612,30 @@ static int take(PyObject *obj, Py_buffer *view, Py_ssize_t size, int optional,
     return take_buffer(obj, view, size, optional, name, 0);
 }
 
-/* The float32 rows of `n` entries in `x`, and `nrows`, their number:
- * `x` a C-contiguous buffer, whose length gives nrows; or, as a Python
- * int, the address of memory that the caller holds and answers for (a
- * tensor's data_ptr(): PyTorch's own view of its memory as a NumPy array
- * costs a small batch's call a microsecond or more), of `count` rows. */
-static int take_rows(PyObject *x, Py_buffer *view, Py_ssize_t n, Py_ssize_t count,
-                     Py_ssize_t *nrows)
+/* The memory of `obj`, `size` bytes: a buffer (take_buffer) or, as a
+ * Python int, the address of memory that the caller holds and answers
+ * for (a tensor's data_ptr(): PyTorch's own view of its memory as a NumPy
+ * array costs a small batch's call a microsecond or more). */
+static int take_memory(PyObject *obj, Py_buffer *view, Py_ssize_t size, int optional,
+                       const char *name, int input)
 {
+    if (!PyLong_Check(obj))
+        return take_buffer(obj, view, size, optional, name, input);
     view->obj = NULL;
-    if (n <= 0) {
-        PyErr_Format(PyExc_ValueError, "rows of %zd float32", n);
-        return -1;
-    }
-    if (PyLong_Check(x)) {
-        view->buf = PyLong_AsVoidPtr(x);
-        *nrows = count;
-        return view->buf == NULL && PyErr_Occurred() ? -1 : 0;
-    }
-    if (PyObject_GetBuffer(x, view, PyBUF_C_CONTIGUOUS) < 0)
-        return -1;
-    *nrows = view->len / (Py_ssize_t)sizeof(float) / n;
-    if (*nrows * n * (Py_ssize_t)sizeof(float) != view->len) {
-        PyErr_Format(PyExc_ValueError, "%zd bytes are not rows of %zd float32",
-                     view->len, n);
-        PyBuffer_Release(view);
-        view->obj = NULL;
-        return -1;
-    }
-    return 0;
+    view->buf = PyLong_AsVoidPtr(obj);
+    return view->buf == NULL && PyErr_Occurred() ? -1 : 0;
 }
 
-/* A writable buffer of `size` bytes from `obj` (take), or the address
- * that `obj` gives as a Python int (take_rows). */
-static int take_out(PyObject *obj, Py_buffer *view, Py_ssize_t size, int optional,
-                    const char *name)
+/* A writable buffer of float64, one per row, from `obj`: its length gives
+ * `nrows`, the number of rows of the call. */
+static int take_rows(PyObject *obj, Py_buffer *view, Py_ssize_t *nrows)
 {
-    if (PyLong_Check(obj)) {
+    if (PyObject_GetBuffer(obj, view, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS) < 0) {
         view->obj = NULL;
-        view->buf = PyLong_AsVoidPtr(obj);
-        return view->buf == NULL && PyErr_Occurred() ? -1 : 0;
+        return -1;
     }
-    return take(obj, view, size, optional, name);
+    *nrows = view->len / (Py_ssize_t)sizeof(double);
+    return 0;
 }
 
 /* The number of rows whose maximum is not finite: those left to the
@@ -678,23 +660,17 @@ static PyObject *rows(PyObject *self, PyObject *args)
         return NULL;
     PyObject *result = NULL;
     xv.obj = outv.obj = mv.obj = tv.obj = totalv.obj = NULL;
-    if (kind < SPLIT || kind > SLOPE) {
-        PyErr_Format(PyExc_ValueError, "no kernel of kind %d", kind);
+    if (n <= 0 || kind < SPLIT || kind > SLOPE) {
+        PyErr_Format(PyExc_ValueError, "no kernel of kind %d over rows of %zd", kind, n);
         goto done;
     }
-    /* An address's rows are as many as m's entries. */
-    if (PyLong_Check(x) && PyObject_GetBuffer(m, &mv, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS) < 0)
+    if (take_rows(m, &mv, &nrows) < 0)
         goto done;
-    if (take_rows(x, &xv, n, mv.obj ? mv.len / (Py_ssize_t)sizeof(double) : 0, &nrows) < 0)
-        goto done;
+    Py_ssize_t narrow = nrows * n * (Py_ssize_t)sizeof(float);
     Py_ssize_t wide = nrows * (Py_ssize_t)sizeof(double);
-    if (mv.obj && mv.len != wide) {
-        PyErr_Format(PyExc_ValueError, "m holds %zd bytes, not %zd", mv.len, wide);
-        goto done;
-    }
-    if (take_out(out, &outv, nrows * n * (Py_ssize_t)sizeof(float), kind == SPLIT, "out") < 0 ||
-        (!mv.obj && take(m, &mv, wide, 0, "m") < 0) || take(t, &tv, wide, 0, "t") < 0 ||
-        take(total, &totalv, wide, 1, "total") < 0)
+    if (take_memory(x, &xv, narrow, 0, "x", 1) < 0 ||
+        take_memory(out, &outv, narrow, kind == SPLIT, "out", 0) < 0 ||
+        take(t, &tv, wide, 0, "t") < 0 || take(total, &totalv, wide, 1, "total") < 0)
         goto done;
     Job proto = new_job(xv.buf, outv.buf, mv.buf, tv.buf, totalv.buf, nrows, n, kind);
     Py_ssize_t left = 0;
@@ -744,8 +720,8 @@ static int row_loss(const Job *job, Py_ssize_t r, int64_t c, double eps, double 
  * into the bytes `ok` 1 where the row is done (an ignored row is done
  * wherever its maximum is finite). `total`, each row's sum of entries, is
  * the smoothing's scratch (None without smoothing). Returns the number of
- * rows not done. `x` is a buffer or an address (take_rows), of as many
- * rows as `loss` has entries. */
+ * rows not done. The call's rows are as many as `loss` has entries, and
+ * `x` is a buffer or an address (take_memory). */
 static PyObject *loss(PyObject *self, PyObject *args)
 {
     Py_buffer xv, cv, lossv, mv, lowv, okv, totalv;
@@ -761,16 +737,8 @@ static PyObject *loss(PyObject *self, PyObject *args)
     long long skip = 0;
     int skipping = ignore != Py_None;
     xv.obj = cv.obj = lossv.obj = mv.obj = lowv.obj = okv.obj = totalv.obj = NULL;
-    /* An address's rows are as many as the losses. */
-    if (PyLong_Check(x) &&
-        PyObject_GetBuffer(out, &lossv, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS) < 0)
-        goto done;
-    if (take_rows(x, &xv, n, lossv.obj ? lossv.len / (Py_ssize_t)sizeof(double) : 0,
-                  &nrows) < 0)
-        goto done;
-    Py_ssize_t wide = nrows * (Py_ssize_t)sizeof(double);
-    if (lossv.obj && lossv.len != wide) {
-        PyErr_Format(PyExc_ValueError, "loss holds %zd bytes, not %zd", lossv.len, wide);
+    if (n <= 0) {
+        PyErr_Format(PyExc_ValueError, "no loss over rows of %zd", n);
         goto done;
     }
     if (skipping && (skip = PyLong_AsLongLong(ignore)) == -1 && PyErr_Occurred())
@@ -779,8 +747,11 @@ static PyObject *loss(PyObject *self, PyObject *args)
         PyErr_SetString(PyExc_ValueError, "smoothing takes each row's total");
         goto done;
     }
-    if (take_buffer(target, &cv, nrows * (Py_ssize_t)sizeof(int64_t), 0, "target", 1) < 0 ||
-        (!lossv.obj && take(out, &lossv, wide, 0, "loss") < 0) ||
+    if (take_rows(out, &lossv, &nrows) < 0)
+        goto done;
+    Py_ssize_t wide = nrows * (Py_ssize_t)sizeof(double);
+    if (take_memory(x, &xv, nrows * n * (Py_ssize_t)sizeof(float), 0, "x", 1) < 0 ||
+        take_buffer(target, &cv, nrows * (Py_ssize_t)sizeof(int64_t), 0, "target", 1) < 0 ||
         take(m, &mv, wide, 0, "m") < 0 || take(low, &lowv, wide, 0, "low") < 0 ||
         take(ok, &okv, nrows, 0, "ok") < 0 || take(total, &totalv, wide, 1, "total") < 0)
         goto done;
@@ -1181,15 +1152,15 @@ static PyMethodDef methods[] = {
      "kernel over the C-contiguous float32 rows of n entries in the buffer "
      "x, into the buffers out (float32, None for kind 0), m, t and total "
      "(float64, one per row; total may be None), on the OpenMP team set by "
-     "pool() where shared. x and out may be addresses (ints) instead, of "
-     "memory the caller holds, with as many rows as m has entries. Returns "
-     "the number of rows whose maximum is not finite, which are not done. "
+     "pool() where shared; as many rows as m has entries. x and out may be "
+     "addresses (ints) instead, of memory the caller holds. Returns the "
+     "number of rows whose maximum is not finite, which are not done. "
      "Kind 3 reads m and t, writes exp(x - m) t into out, and returns 0."},
     {"loss", loss, METH_VARARGS,
      "loss(x, target, loss, m, low, ok, total, n, ignore, smoothing, threads, "
      "shared): the class-index cross-entropy of the float32 rows of n "
-     "entries in x (a buffer, or an address with as many rows as loss has "
-     "entries), of the int64 classes target, smoothed by smoothing, 0 "
+     "entries in x (a buffer, or an address), as many as loss has entries, "
+     "of the int64 classes target, smoothed by smoothing, 0 "
      "where the class is ignore (None: none), into the float64 buffers "
      "loss, m and low = log1p(t) and the bytes ok (1: done); total, float64 "
      "per row, is scratch for smoothing (None without it). Returns the "
