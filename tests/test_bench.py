@@ -309,6 +309,33 @@ def test_ctrl_c_still_writes_what_was_measured(tmp_path, capsys, monkeypatch):
         assert len(list(csv.DictReader(f))) == 2 * 2  # logsumexp, softmax
 
 
+def test_untargeted_cases_run_last(monkeypatch):
+    """The cases without a target (logmatmulexp's) run after every other
+    backend's cases, each backend's order kept: a matrix product leaves
+    BLAS threads busy for a while after it."""
+    order = []
+
+    def record(case, repeats):
+        order.append(case.label)
+        return []
+
+    def backend(name):
+        functions = ("logsumexp", "logmatmulexp", "softmax")
+        cases = [Case(name, f, (2, 3), "float32", setup=dict) for f in functions]
+        return backends.Backend(name, lambda: None, dict, lambda sizes: cases)
+
+    monkeypatch.setattr(runner, "run_case", record)
+    runner.run([backend("numpy"), backend("torch")], QUICK)
+    assert order == [
+        "numpy logsumexp 2x3 float32",
+        "numpy softmax 2x3 float32",
+        "torch logsumexp 2x3 float32",
+        "torch softmax 2x3 float32",
+        "numpy logmatmulexp 2x3 float32",
+        "torch logmatmulexp 2x3 float32",
+    ]
+
+
 def test_plot_is_skipped_without_matplotlib(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib", None)
     r = runner.row(

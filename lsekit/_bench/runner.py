@@ -21,7 +21,7 @@ from .backends import load as load_backend
 from .case import BANDWIDTH, Case, Peer, Setup
 from .progress import Progress
 from .sizes import Sizes
-from .targets import Target, target_for
+from .targets import UNTARGETED, Target, target_for
 
 __all__ = ["Outcome", "Row", "agree", "row", "run", "run_case", "select"]
 
@@ -392,6 +392,12 @@ def run(
             continue
         plan += cases
         ran.append(backend.name)
+    # The untargeted cases run last. A matrix product leaves OpenBLAS's
+    # idle threads spinning for about a tenth of a second after it, and on
+    # a machine with few cores the next case was timed against a busy core:
+    # the first PyTorch case, after NumPy's logmatmulexp, took up to four
+    # times as long, on either side, in two of three runs.
+    plan.sort(key=lambda case: case.function in UNTARGETED)
     if progress is not None:
         progress.total = len(plan)
     rows: list[Row] = []
