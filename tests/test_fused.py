@@ -655,6 +655,10 @@ def test_jax_custom_call(bk, jax_kernel):
         got = bk.to_numpy(jax.jit(f)(bk.asarray(x, "float32")))
         wide = bk.to_numpy(f(bk.asarray(x, "float64"))).astype(np.float32)
         np.testing.assert_array_max_ulp(got, wide, 1 if name == "log_softmax" else 2)
+    # softmax's gradient takes the kernel's rows with those whose maximum
+    # is not finite 0, not a masked copy of them.
+    step = jax.grad(lambda v: bk.xp.sum(NORMALISED["softmax"](v) * v))
+    assert "zeroed" in jax.jit(step).lower(bk.asarray(x, "float32")).as_text()
     # The dominant entry's log-probability, below float32's normal range:
     # XLA's threads flush such numbers to 0, the kernel keeps them.
     row = np.array([[-2.5, -104.75, -102.5, -104.75, -104.75, -104.25]], np.float32)
@@ -679,7 +683,8 @@ def _assert_same_results(native, expected):
 
 def test_jax_special_rows(bk, jax_kernel, monkeypatch):
     """Rows whose maximum is not finite come out of the kernel as the
-    standard-only path gives them, and so do their gradients."""
+    standard-only path gives them, and so do their derivatives: reverse,
+    forward (with the value ``jax.jvp`` gives beside them) and second."""
     import jax
 
     x = np.random.default_rng(5).normal(0.0, 3.0, size=(7, 9)).astype(np.float32)
@@ -698,6 +703,11 @@ def test_jax_special_rows(bk, jax_kernel, monkeypatch):
             out[name] = bk.to_numpy(f(arg))
             grad = jax.grad(lambda v, f=f: bk.xp.sum(bk.xp.where(w > 0, f(v), 0.0)))
             out[name + " gradient"] = bk.to_numpy(grad(arg))
+            value, tangent = jax.jvp(f, (arg,), (w,))
+            out[name + " jvp value"] = bk.to_numpy(value)
+            out[name + " jvp"] = bk.to_numpy(tangent)
+            _, second = jax.jvp(grad, (arg,), (w,))
+            out[name + " second"] = bk.to_numpy(second)
         return out
 
     native = results()

@@ -970,11 +970,35 @@ static Job xla_job(const float *x, float *out, double *stats, Py_ssize_t nrows,
                    n, kind);
 }
 
+/* The F64 scalar attribute `name` of the call, or `fallback`. */
+static double xla_scalar(const XlaFrame *frame, const char *name, double fallback)
+{
+    typedef struct {
+        const char *ptr;
+        size_t len;
+    } Span;
+    typedef struct {
+        int dtype;
+        void *value;
+    } Scalar;
+    size_t len = strlen(name);
+    for (int64_t i = 0; i < frame->attrs.size; i++) {
+        const Span *key = (const Span *)frame->attrs.names[i];
+        const Scalar *v = (const Scalar *)frame->attrs.attrs[i];
+        if (frame->attrs.types[i] == XLA_SCALAR && key->len == len &&
+            memcmp(key->ptr, name, len) == 0 && v->dtype == XLA_F64)
+            return *(const double *)v->value;
+    }
+    return fallback;
+}
+
 /* The normalisation `kind` of the float32 rows of the last axis of the one
  * argument, into the results: the rows, and each row's maximum (float32,
  * whose NaN or infinity tells the rows the standard-only path would have
  * given, as row_special writes them). Nothing in float64, which JAX
- * offers only in its x64 mode. */
+ * offers only in its x64 mode. With the attribute `zeroed` 1, those rows
+ * are 0 instead: the shares of a derivative, which a training step reads
+ * where XLA would otherwise mask a copy of the rows, a pass over memory. */
 static XlaError *xla_rows(XlaFrame *frame, int kind)
 {
     if (xla_metadata(frame))
@@ -993,10 +1017,14 @@ static XlaError *xla_rows(XlaFrame *frame, int kind)
     double *stats = PyMem_RawMalloc(2 * (size_t)nrows * sizeof(double));
     if (!stats)
         return xla_error(frame, "lsekit rows: out of memory");
+    int zeroed = xla_scalar(frame, "zeroed", 0.0) != 0.0;
     Job job = xla_job(x, out, stats, nrows, n, kind, 0);
     xla_run(&job, NULL, NULL);
-    for (Py_ssize_t r = 0; r < nrows; r++)
+    for (Py_ssize_t r = 0; r < nrows; r++) {
         maxima[r] = (float)stats[r];
+        if (zeroed && !isfinite(stats[r]))
+            memset(out + r * n, 0, (size_t)n * sizeof(float));
+    }
     PyMem_RawFree(stats);
     return NULL;
 }
@@ -1053,28 +1081,6 @@ static void finish_cross_entropy(const Job *job, void *context)
         red->ok[r] = (float)row_loss(job, r, c, red->smoothing, low, &loss);
         red->out[r] = (float)loss;
     }
-}
-
-/* The F64 scalar attribute `name` of the call, or `fallback`. */
-static double xla_scalar(const XlaFrame *frame, const char *name, double fallback)
-{
-    typedef struct {
-        const char *ptr;
-        size_t len;
-    } Span;
-    typedef struct {
-        int dtype;
-        void *value;
-    } Scalar;
-    size_t len = strlen(name);
-    for (int64_t i = 0; i < frame->attrs.size; i++) {
-        const Span *key = (const Span *)frame->attrs.names[i];
-        const Scalar *v = (const Scalar *)frame->attrs.attrs[i];
-        if (frame->attrs.types[i] == XLA_SCALAR && key->len == len &&
-            memcmp(key->ptr, name, len) == 0 && v->dtype == XLA_F64)
-            return *(const double *)v->value;
-    }
-    return fallback;
 }
 
 /* logsumexp (`loss` 0) or the class-index cross-entropy of the float32 rows
@@ -1172,7 +1178,8 @@ static PyMethodDef methods[] = {
     {"xla", xla, METH_VARARGS,
      "xla(threads, parallel): XLA FFI handlers of log_softmax, softmax, "
      "logsumexp and cross_entropy, a dict of capsules by name, whose results "
-     "are float32: the rows and their maxima; or per row the loss (of "
+     "are float32: the rows and their maxima (with the attribute zeroed "
+     "1.0, the rows whose maximum is not finite 0); or per row the loss (of "
      "cross_entropy), the log-sum-exp in two parts, and 1 where the row is "
      "done; calls of at least `parallel` entries "
      "take `threads` threads."},

@@ -346,10 +346,11 @@ def _native(x2: Any) -> bool:
     return _registered()
 
 
-def _kernel_rows(kind: str, x2: Any) -> tuple[Any, Any]:
+def _kernel_rows(kind: str, x2: Any, zeroed: bool = False) -> tuple[Any, Any]:
     """The C kernel's ``log_softmax`` or ``softmax`` (``kind``) of the rows
     ``x2``, and their maxima (NaN where a row holds a NaN): float32, which
-    needs no x64 mode."""
+    needs no x64 mode. With ``zeroed``, the rows whose maximum is not
+    finite are 0."""
     jax = sys.modules["jax"]
     shapes = [
         jax.ShapeDtypeStruct(x2.shape, x2.dtype),
@@ -357,7 +358,7 @@ def _kernel_rows(kind: str, x2: Any) -> tuple[Any, Any]:
     ]
     # Under vmap, the batch is more rows.
     call = jax.ffi.ffi_call(f"lsekit_{kind}", shapes, vmap_method="broadcast_all")
-    out, m = call(x2)
+    out, m = call(x2, **({"zeroed": 1.0} if zeroed else {}))
     return out, m
 
 
@@ -460,10 +461,53 @@ def _divided(x2: Any) -> tuple[Callable[[], Any], Any, Any]:
 
 
 @functools.cache
+def _kernel_softmax() -> Callable[[Any], Any]:
+    """The C kernel's ``softmax``, as ``_kernel_normalised``'s, whose
+    derivative takes the kernel's shares ``p`` with the rows whose maximum
+    is not finite 0 (``zeroed``), where the slope's mask of them would be
+    a copy of the rows of its own: in a training step, which needs no
+    other output, a pass over memory in four."""
+    jax = importlib.import_module("jax")
+    jnp = _jnp()
+
+    @jax.custom_jvp  # type: ignore[untyped-decorator]
+    def shares(x2: Any) -> tuple[Any, Any]:
+        return _kernel_rows("softmax", x2, zeroed=True)
+
+    @shares.defjvp  # type: ignore[untyped-decorator]
+    def shares_jvp(
+        primals: tuple[Any, ...], tangents: tuple[Any, ...]
+    ) -> tuple[Any, Any]:
+        (x2,), (dx,) = primals, tangents
+        p, m = shares(x2)
+        pdx = p * dx
+        slope = pdx - p * jnp.sum(pdx, axis=1, keepdims=True)
+        return (p, m), (slope, jnp.zeros_like(m))
+
+    @jax.custom_jvp  # type: ignore[untyped-decorator]
+    def run(x2: Any) -> Any:
+        return _kernel_rows("softmax", x2)[0]
+
+    @run.defjvp  # type: ignore[untyped-decorator]
+    def jvp(primals: tuple[Any, ...], tangents: tuple[Any, ...]) -> tuple[Any, Any]:
+        (p, m), (slope, _) = jax.jvp(shares, primals, tangents)
+        (x2,) = primals
+        # The rows the zeroed call left 0, as row_special writes them.
+        nan = jnp.isnan(m)[:, None] | (x2 == jnp.inf)
+        special = jnp.where(nan, jnp.nan, 0.0).astype(p.dtype)
+        return jnp.where(jnp.isfinite(m)[:, None], p, special), slope
+
+    compiled: Callable[[Any], Any] = jax.jit(run)
+    return compiled
+
+
+@functools.cache
 def _kernel_normalised(kind: str) -> Callable[[Any], Any]:
     """The C kernel's ``log_softmax`` or ``softmax`` (``kind``): every row
     done in one pass over memory, those whose maximum is not finite as the
     standard-only path gives them; no guard."""
+    if kind == "softmax":
+        return _kernel_softmax()
 
     def body(x2: Any) -> tuple[Any, Any]:
         out, m = _kernel_rows(kind, x2)
